@@ -1,0 +1,1 @@
+"""Agents: tools, the sandboxed workspace, the agent loop, execution-grounded rollouts and the agentic eval."""

@@ -1,0 +1,1 @@
+"""Alignment: the constitution, synthetic critique/revision data, preference datasets and objectives."""

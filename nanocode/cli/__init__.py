@@ -1,0 +1,1 @@
+"""The `nanocode` command: the only layer that imports every other package."""

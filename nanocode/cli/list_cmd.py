@@ -1,0 +1,27 @@
+"""List the registered components, by kind, with one line of description each."""
+
+from __future__ import annotations
+
+import argparse
+
+from nanocode import registry
+from nanocode.core.plugins import load_plugins
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", nargs="?", help="only this kind (e.g. preference_objective)")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import a plugin module first")
+
+
+def run(args: argparse.Namespace) -> int:
+    registry.load_builtins()
+    load_plugins(args.plugin)
+    kinds = [args.kind] if args.kind else registry.kinds()
+    for k in kinds:
+        reg = registry.kind(k)
+        print(f"{k}: {reg.doc}")
+        for entry in reg.entries():
+            print(f"  {entry.name:<24} {entry.doc}")
+        if not reg.names():
+            print("  (none registered)")
+    return 0

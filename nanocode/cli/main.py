@@ -1,0 +1,77 @@
+"""`nanocode COMMAND [flags]`: one console command, a module per subcommand (nanocode/cli/<command>.py).
+
+Each subcommand module defines `HELP`, `add_arguments(parser)` and `run(args) -> int`. Modules are imported only
+when chosen, so `nanocode --help` is instant. User-facing errors (NanocodeError) print as one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from nanocode.core.errors import NanocodeError
+
+# command -> (module, one-line help). Order is the order of the pipeline.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "list": ("nanocode.cli.list_cmd", "list registered components by kind"),
+    "config": ("nanocode.cli.config_cmd", "print the resolved gin config of an experiment without running it"),
+    "data": ("nanocode.cli.data_cmd", "download (or build) pretraining shards of a data source"),
+    "tok-train": ("nanocode.cli.tok_train", "train the BPE tokenizer on the experiment's data mixture"),
+    "tok-eval": ("nanocode.cli.tok_eval", "compression ratio of the tokenizer per text type and data source"),
+    "plan": ("nanocode.cli.plan", "parameter and FLOP counts, tokens per step and step count of an experiment"),
+    "pretrain": ("nanocode.cli.pretrain", "pretrain a base model"),
+    "sft": ("nanocode.cli.sft", "agentic supervised fine-tuning"),
+    "synth": ("nanocode.cli.synth", "constitutional AI: scenarios, rollouts, critique, revision, preference pairs"),
+    "align": ("nanocode.cli.align", "preference optimisation (DPO, IPO, KTO, plugins) against a frozen reference"),
+    "eval": ("nanocode.cli.eval_cmd", "evaluate a checkpoint (core, humaneval, agentic suites)"),
+    "chat": ("nanocode.cli.chat", "interactive terminal chat with a checkpoint"),
+    "agent": ("nanocode.cli.agent", "the coding agent, working in a directory"),
+    "serve": ("nanocode.cli.serve", "OpenAI-compatible HTTP server"),
+    "speedrun": ("nanocode.cli.speedrun", "every stage in order, each skipped when already complete"),
+}
+
+
+def available_commands() -> dict[str, tuple[str, str]]:
+    """The commands whose module exists in this checkout."""
+    out = {}
+    for name, (module, help_text) in COMMANDS.items():
+        if importlib.util.find_spec(module) is not None:
+            out[name] = (module, help_text)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nanocode", description="Train your own agentic coding model in JAX.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in available_commands().items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = available_commands()
+    if not argv or argv[0] not in commands:
+        parser = build_parser()
+        if argv and not argv[0].startswith("-"):
+            parser.error(f"unknown command {argv[0]!r} (commands: {', '.join(commands)})")
+        parser.parse_args(argv or ["--help"])
+        return 0
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(commands[name][0])
+    parser = argparse.ArgumentParser(prog=f"nanocode {name}", description=module.__doc__)
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except NanocodeError as e:
+        print(f"nanocode {name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"nanocode {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Gin wiring: search paths, parsing with one-line errors, and the resolved config written into every run.
+
+Gin only wires. Components are plain classes registered by name (nanocode.core.registry); each stage has one
+top-level configurable (its experiment dataclass) that the CLI builds right after parsing, so every unknown name,
+typo or missing value fails before any compute. Nothing gin-wrapped reaches jitted code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import gin
+
+from nanocode.core.errors import ConfigError
+from nanocode.core.io import write_text
+from nanocode.core.plugins import load_plugins
+
+
+def repo_root() -> Path:
+    """The checkout that holds `experiments/` (the parent of the `nanocode` package)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def search_paths() -> list[Path]:
+    """Where `include '...'` and --gin_file look: cwd, the repo root, then $NANOCODE_GIN_PATH (os.pathsep list)."""
+    paths = [Path.cwd(), repo_root()]
+    paths += [Path(p) for p in os.environ.get("NANOCODE_GIN_PATH", "").split(os.pathsep) if p]
+    return paths
+
+
+def find_gin_file(name: str) -> Path:
+    p = Path(name).expanduser()
+    if p.is_absolute():
+        if p.is_file():
+            return p
+    else:
+        for root in search_paths():
+            if (root / p).is_file():
+                return (root / p).resolve()
+    raise ConfigError(f"gin file {name!r} not found (searched: {', '.join(str(r) for r in search_paths())})")
+
+
+_GIN_LOCATION = re.compile(r'In file "([^"]+)", line (\d+)')
+
+
+def one_line(exc: BaseException) -> str:
+    """Squash a gin exception (which spans lines and points at the file) into one line: file:line: reason."""
+    text = str(exc)
+    where = _GIN_LOCATION.search(text)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    reason_lines = [ln for ln in lines if not _GIN_LOCATION.search(ln) and not ln.startswith("^")]
+    reason = reason_lines[0] if reason_lines else type(exc).__name__
+    # gin appends the offending source line after the location; keep it as the binding when present
+    binding = ""
+    if where:
+        after = text[where.end():].strip().splitlines()
+        binding = after[0].strip() if after and not after[0].strip().startswith("^") else ""
+    reason = reason.rstrip(".")
+    prefix = f"{where.group(1)}:{where.group(2)}: " if where else ""
+    suffix = f" [{binding}]" if binding and binding not in reason else ""
+    return f"{prefix}{type(exc).__name__}: {reason}{suffix}"
+
+
+def parse(gin_files: Sequence[str] = (), gin_params: Sequence[str] = (), plugins: Sequence[str] = (),
+          *, finalize: bool = True) -> None:
+    """Load plugins, then parse gin files and bindings (later ones win). Raises ConfigError in one line."""
+    load_plugins(tuple(plugins))
+    gin.clear_config()
+    for root in search_paths():
+        if str(root) not in gin.config._LOCATION_PREFIXES:  # gin keeps a global list; add each once
+            gin.add_config_file_search_path(str(root))
+    files = [str(find_gin_file(f)) for f in gin_files]
+    where = ""
+    try:
+        for f in files:  # one at a time, so an error gin reports without a location still names its file
+            where = f
+            gin.parse_config_file(f)
+        where = "--gin_param"
+        gin.parse_config(list(gin_params))
+        where = ""
+        if finalize:
+            gin.finalize()
+    except ConfigError:
+        raise
+    except Exception as e:  # gin raises ValueError/KeyError/ImportError/SyntaxError with file and line inside
+        message = one_line(e)
+        if where and not _GIN_LOCATION.search(str(e)):
+            message = f"{where}: {message}"
+        raise ConfigError(message) from e
+
+
+def build(configurable: type | object, what: str = ""):
+    """Call a top-level configurable (an experiment dataclass) with its gin bindings, errors in one line."""
+    fn = gin.get_configurable(configurable)
+    try:
+        return fn()
+    except ConfigError:
+        raise
+    except Exception as e:
+        name = what or getattr(configurable, "__name__", str(configurable))
+        raise ConfigError(f"building {name}: {one_line(e)}") from e
+
+
+def config_str() -> str:
+    """Every binding that was parsed (the resolved config of the experiment)."""
+    return gin.config_str()
+
+
+def write_config(run_dir: str | Path) -> Path:
+    """Write the resolved config as `config.gin` into a run directory (atomically); returns its path."""
+    path = Path(run_dir) / "config.gin"
+    write_text(path, config_str())
+    return path

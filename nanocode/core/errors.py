@@ -1,0 +1,17 @@
+"""Errors that the CLI reports as one line (no traceback): bad config, bad data, bad checkpoints."""
+
+
+class NanocodeError(Exception):
+    """Base for user-facing errors: the message is the whole story."""
+
+
+class ConfigError(NanocodeError):
+    """A gin file, binding or plugin that cannot be resolved."""
+
+
+class DataError(NanocodeError):
+    """A missing, corrupt or empty shard or dataset."""
+
+
+class CheckpointError(NanocodeError):
+    """A checkpoint that is missing, incomplete or does not match the experiment."""

@@ -1,0 +1,1 @@
+"""Data: tokenizer, pretraining sources and downloaders, the embedded corpus, mixtures, packing and loaders."""

@@ -1,0 +1,29 @@
+"""Shared test set-up: 8 simulated CPU devices, a persistent compilation cache, and an isolated workspace."""
+
+import os
+
+# Before jax is imported anywhere: 8 host devices for mesh tests (single-device code still runs on device 0).
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/nanocode-test-jax-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def workspace_base(tmp_path, monkeypatch):
+    """Every test gets its own $NANOCODE_BASE_DIR so nothing touches the user's real workspace."""
+    base = tmp_path / "nanocode_base"
+    monkeypatch.setenv("NANOCODE_BASE_DIR", str(base))
+    return base
+
+
+@pytest.fixture
+def gin_clean():
+    """Clear gin's global config before and after a test that parses gin files."""
+    import gin
+
+    gin.clear_config()
+    yield
+    gin.clear_config()
