@@ -195,12 +195,17 @@ class SequenceLogps:
 @jax.tree_util.register_dataclass
 @dataclass
 class PreferenceBatch:
-    """Paired data: `chosen` and `rejected` aligned row by row. Unpaired data: `completions` with `desirable`."""
+    """Paired data: `chosen` and `rejected` aligned row by row. Unpaired data: `completions` with `desirable`.
+
+    `mismatched` (unpaired only, when the objective declares needs_mismatched_kl) holds the log-probs of each prompt
+    paired with another example's completion, for KTO's KL baseline.
+    """
 
     chosen: SequenceLogps | None = None
     rejected: SequenceLogps | None = None
     completions: SequenceLogps | None = None
     desirable: Bool[Array, " n"] | None = None
+    mismatched: SequenceLogps | None = None
 
 
 class PreferenceObjective(abc.ABC):
@@ -208,6 +213,7 @@ class PreferenceObjective(abc.ABC):
 
     needs_reference: bool = True
     paired: bool = True  # False: unpaired completions with desirable/undesirable labels (KTO)
+    needs_mismatched_kl: bool = False  # KTO: log-probs of mismatched (prompt, completion) pairs
 
     @abc.abstractmethod
     def __call__(self, batch: PreferenceBatch) -> tuple[Float[Array, " n"], dict[str, Array]]:
