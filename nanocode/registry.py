@@ -22,8 +22,15 @@ from nanocode.core.registry import (  # noqa: F401  (re-exported API)
     register,
 )
 
-COMPONENT_PACKAGES = ("nanocode.data", "nanocode.models", "nanocode.optim", "nanocode.align", "nanocode.agents",
-                      "nanocode.train", "nanocode.evals")
+COMPONENT_PACKAGES = (
+    "nanocode.data",
+    "nanocode.models",
+    "nanocode.optim",
+    "nanocode.align",
+    "nanocode.agents",
+    "nanocode.train",
+    "nanocode.evals",
+)
 _loaded = False
 
 

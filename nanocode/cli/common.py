@@ -9,12 +9,27 @@ from nanocode.core import config
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gin_file", action="append", default=[], metavar="FILE",
-                        help="gin experiment file (repeatable; later files override earlier ones)")
-    parser.add_argument("--gin_param", action="append", default=[], metavar="BINDING",
-                        help="a gin binding such as 'Workspace.tag = \"d12\"' (repeatable; applied after the files)")
-    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                        help="import a module that registers components before parsing (repeatable)")
+    parser.add_argument(
+        "--gin_file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="gin experiment file (repeatable; later files override earlier ones)",
+    )
+    parser.add_argument(
+        "--gin_param",
+        action="append",
+        default=[],
+        metavar="BINDING",
+        help="a gin binding such as 'Workspace.tag = \"d12\"' (repeatable; applied after the files)",
+    )
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module that registers components before parsing (repeatable)",
+    )
 
 
 def load_config(args: argparse.Namespace) -> None:

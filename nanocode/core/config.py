@@ -56,7 +56,7 @@ def one_line(exc: BaseException) -> str:
     # gin appends the offending source line after the location; keep it as the binding when present
     binding = ""
     if where:
-        after = text[where.end():].strip().splitlines()
+        after = text[where.end() :].strip().splitlines()
         binding = after[0].strip() if after and not after[0].strip().startswith("^") else ""
     reason = reason.rstrip(".")
     prefix = f"{where.group(1)}:{where.group(2)}: " if where else ""
@@ -64,8 +64,9 @@ def one_line(exc: BaseException) -> str:
     return f"{prefix}{type(exc).__name__}: {reason}{suffix}"
 
 
-def parse(gin_files: Sequence[str] = (), gin_params: Sequence[str] = (), plugins: Sequence[str] = (),
-          *, finalize: bool = True) -> None:
+def parse(
+    gin_files: Sequence[str] = (), gin_params: Sequence[str] = (), plugins: Sequence[str] = (), *, finalize: bool = True
+) -> None:
     """Load plugins, then parse gin files and bindings (later ones win). Raises ConfigError in one line."""
     load_plugins(tuple(plugins))
     gin.clear_config()

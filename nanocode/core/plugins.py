@@ -28,7 +28,9 @@ def load_entry_point_plugins() -> list[str]:
         try:
             ep.load()
         except Exception as e:
-            raise ConfigError(f"plugin entry point {ep.name!r} ({ep.value}) failed to load: {type(e).__name__}: {e}") from e
+            raise ConfigError(
+                f"plugin entry point {ep.name!r} ({ep.value}) failed to load: {type(e).__name__}: {e}"
+            ) from e
         loaded.append(ep.value)
     return loaded
 

@@ -20,8 +20,17 @@ def _fmt_time(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, total: int | None, desc: str = "", unit: str = "it", *, stream=None, enabled: bool = True,
-                 initial: int = 0, log_every_s: float = 10.0):
+    def __init__(
+        self,
+        total: int | None,
+        desc: str = "",
+        unit: str = "it",
+        *,
+        stream=None,
+        enabled: bool = True,
+        initial: int = 0,
+        log_every_s: float = 10.0,
+    ):
         self.total, self.desc, self.unit = total, desc, unit
         self.stream = stream or sys.stderr
         self.enabled = enabled

@@ -70,7 +70,7 @@ def iter_texts(paths: Iterable[str | Path]) -> Iterator[str]:
 def list_shards(directory: str | Path) -> list[Path]:
     """The shard files in a directory, sorted by index (temporary and partial files are ignored)."""
     directory = Path(directory)
-    return sorted(p for p in directory.glob("shard_*.parquet") if p.name[len("shard_"):-len(".parquet")].isdigit())
+    return sorted(p for p in directory.glob("shard_*.parquet") if p.name[len("shard_") : -len(".parquet")].isdigit())
 
 
 def split_shards(paths: list[Path], split: str, where: str | Path = "") -> list[Path]:
