@@ -1,0 +1,84 @@
+import json
+
+import pytest
+
+import nanocode.registry as registry
+from nanocode.align.synth import JsonlStore, SynthPipeline, synthesize
+from nanocode.align.teacher import TeacherError
+from tests.teacher_server import ScriptedTeacher
+
+
+def teacher(url, **kw):
+    kw = {"retries": 2, "backoff_s": 0.01, "timeout_s": 1.0, **kw}
+    return registry.get("teacher", "openai_compatible")(base_url=url, **kw)
+
+
+def pipeline(t):
+    return SynthPipeline(t, registry.get("constitution", "soul_md")(), max_attempts=3)
+
+
+SCENARIOS = [{"id": f"s{i}", "prompt": "fix the bug in calc.py"} for i in range(3)]
+
+
+def test_pairs_reject_a_named_principle_that_chosen_passes(tmp_path):
+    soul = registry.get("constitution", "soul_md")()
+    with ScriptedTeacher() as server:
+        summary = synthesize(pipeline(teacher(server.url)), SCENARIOS, tmp_path, workers=2, progress=False)
+    assert summary["counts"]["accepted"] == 3 and summary["counts"]["pairs"] == 3
+    pairs = JsonlStore(tmp_path).read("pairs.jsonl")
+    assert len(pairs) == 3
+    for pair in pairs:
+        failed = {name for name, _ in soul.violations(pair["rejected"]["messages"])}
+        assert {"read-before-edit", "no-follow-up-offers"} <= failed
+        assert set(pair["rejected_fails"]) >= failed
+        assert soul.violations(pair["chosen"]["messages"]) == []
+
+
+def test_interrupted_run_resumes_without_duplicates(tmp_path):
+    with ScriptedTeacher() as server:
+        synthesize(pipeline(teacher(server.url)), SCENARIOS[:2], tmp_path, workers=1, progress=False)
+        with open(tmp_path / "rollouts.jsonl", "a") as f:
+            f.write('{"id": "s2", "prom')  # a torn line, as a kill mid-write leaves
+        summary = synthesize(pipeline(teacher(server.url)), SCENARIOS, tmp_path, workers=1, progress=False)
+    assert summary["counts"]["skipped_done"] == 2 and summary["counts"]["accepted"] == 1
+    ids = [r["id"] for r in JsonlStore(tmp_path).read("rollouts.jsonl")]
+    assert sorted(ids) == ["s0", "s1", "s2"]
+
+
+@pytest.mark.parametrize("fault", ["timeout", "invalid_json", "http500"])
+def test_transient_teacher_faults_are_retried(tmp_path, fault):
+    with ScriptedTeacher(faults=[fault]) as server:
+        t = teacher(server.url)
+        summary = synthesize(pipeline(t), SCENARIOS[:1], tmp_path, workers=1, progress=False)
+    assert summary["counts"]["accepted"] == 1
+    assert t.stats["retries"] >= 1
+
+
+def test_persistent_failure_and_unreachable_teacher_are_counted_not_fatal(tmp_path):
+    with ScriptedTeacher(faults=["http500"] * 50) as server:
+        summary = synthesize(pipeline(teacher(server.url)), SCENARIOS[:2], tmp_path, workers=1, progress=False)
+    assert summary["counts"]["teacher_failed"] == 2
+    summary = synthesize(pipeline(teacher("http://127.0.0.1:9")), SCENARIOS[:1], tmp_path / "u", progress=False)
+    assert summary["counts"]["teacher_failed"] == 1
+    assert json.loads((tmp_path / "u" / "summary.json").read_text())["counts"]["teacher_failed"] == 1
+    with pytest.raises(TeacherError, match="unreachable"):
+        teacher("http://127.0.0.1:9").complete([{"role": "user", "content": "hi"}])
+
+
+def test_restyle_keeps_tools_identical_and_fixes_prose():
+    original = [
+        {"role": "user", "content": "make a prime checker"},
+        {
+            "role": "assistant",
+            "content": "Sure! I'll create it.",
+            "tool_call": {"name": "Edit", "args": {"file_path": "prime.py", "new_string": "def is_prime(n): ..."}},
+        },
+        {"role": "tool_result", "content": "prime.py\n    1→def is_prime(n): ..."},
+        {"role": "assistant", "content": "Done!"},
+    ]
+    with ScriptedTeacher() as server:
+        restyled, orig = pipeline(teacher(server.url)).restyle_one(original)
+    assert [m.get("tool_call") for m in restyled.messages] == [m.get("tool_call") for m in original]
+    assert restyled.messages[2] == original[2]
+    assert "lowercase-prose" in {n for n, _ in orig.violations}
+    assert "lowercase-prose" not in {n for n, _ in restyled.violations}
