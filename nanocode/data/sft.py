@@ -1,0 +1,246 @@
+"""Conversation datasets for agentic SFT, their mixture, and best-fit packing of whole conversations.
+
+Datasets are JSONL files of `{"messages": [...]}` (nanocode's format), local or in the Hugging Face layout of
+nanocode's published sets (downloaded with the same rules as pretraining shards: resume, retries, validation,
+atomic rename). A mixture lists datasets with a number of epochs each (listing a set twice = two epochs, as
+nanocode's TaskMixture). Packing puts whole conversations into rows of T+1 tokens, largest-first into the space
+left; the remainder of a row is padding with loss mask 0. A conversation longer than T+1 is dropped (and counted):
+cut conversations would teach the model to stop mid-turn.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nanocode.core.errors import DataError
+from nanocode.core.kinds import SFT_DATASETS
+from nanocode.core.workspace import Workspace
+from nanocode.data.conversation import ConversationCodec, ConversationError, Message, validate_messages
+from nanocode.data.download import download_file
+
+HF_URL = "https://huggingface.co/datasets/{repo}/resolve/main/{file}"
+
+
+def read_jsonl(path: str | Path) -> list[list[Message]]:
+    """Conversations from a JSONL file; a bad line is a one-line DataError naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: conversation file missing")
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                messages = json.loads(line)["messages"]
+                validate_messages(messages)
+            except (json.JSONDecodeError, KeyError, TypeError, ConversationError) as e:
+                raise DataError(f"{path}:{lineno}: not a conversation ({type(e).__name__}: {e})") from e
+            out.append(messages)
+    if not out:
+        raise DataError(f"{path}: no conversations")
+    return out
+
+
+def validate_jsonl(path: Path) -> None:
+    read_jsonl(path)
+
+
+class ConversationDataset:
+    """Conversations split into 'train' and 'test'."""
+
+    name = "conversations"
+
+    def prepare(self) -> None:
+        """Make the files exist locally (download when remote)."""
+
+    def conversations(self, split: str) -> list[list[Message]]:
+        raise NotImplementedError
+
+
+@SFT_DATASETS.register("jsonl_conversations")
+class JSONLConversations(ConversationDataset):
+    """Local JSONL conversations; without a test file, a deterministic `test_fraction` is held out."""
+
+    def __init__(self, train: str, test: str | None = None, test_fraction: float = 0.05, seed: int = 0):
+        self.train, self.test, self.test_fraction, self.seed = train, test, test_fraction, seed
+        self.name = Path(train).stem
+
+    def conversations(self, split: str) -> list[list[Message]]:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        if self.test is not None:
+            return read_jsonl(self.train if split == "train" else self.test)
+        convs = read_jsonl(self.train)
+        order = list(range(len(convs)))
+        random.Random(self.seed).shuffle(order)
+        n_test = max(1, int(round(len(convs) * self.test_fraction))) if len(convs) > 1 else 0
+        held = set(order[:n_test])
+        return [c for i, c in enumerate(convs) if (i in held) == (split == "test")]
+
+
+@SFT_DATASETS.register("hub_conversations")
+class HubConversations(JSONLConversations):
+    """A conversation dataset in the Hugging Face layout (`resolve/main/<file>`), downloaded to the workspace."""
+
+    def __init__(
+        self, repo: str, train_file: str, test_file: str, base_url: str = HF_URL, directory: str | None = None
+    ):
+        self.repo, self.train_file, self.test_file, self.base_url = repo, train_file, test_file, base_url
+        self.directory = Path(directory) if directory else Workspace().sft_data_dir(repo.split("/")[-1])
+        super().__init__(str(self.directory / train_file), str(self.directory / test_file))
+        self.name = repo.split("/")[-1]
+
+    def prepare(self) -> None:
+        for file in (self.train_file, self.test_file):
+            dest = self.directory / file
+            if not dest.is_file():
+                download_file(self.base_url.format(repo=self.repo, file=file), dest, validate=validate_jsonl)
+
+
+@SFT_DATASETS.register("nanocode_tulu_selfoss_evol")
+def nanocode_tulu_selfoss_evol(base_url: str = HF_URL, directory: str | None = None) -> HubConversations:
+    """nanocode's ~120K short tool-call rollouts restyled to the SOUL (smohammadi/nanocode-tulu-selfoss-evol)."""
+    return HubConversations(
+        "smohammadi/nanocode-tulu-selfoss-evol", "all_train.jsonl", "all_test.jsonl", base_url, directory
+    )
+
+
+@SFT_DATASETS.register("nanocode_long_context")
+def nanocode_long_context(base_url: str = HF_URL, directory: str | None = None) -> HubConversations:
+    """nanocode's ~2K long multi-turn agentic rollouts (smohammadi/nanocode-long-context)."""
+    return HubConversations(
+        "smohammadi/nanocode-long-context", "rollouts_train.jsonl", "rollouts_test.jsonl", base_url, directory
+    )
+
+
+class ConversationMixture:
+    """Datasets with a number of epochs each, shuffled together with a seed (test splits: one epoch, unshuffled)."""
+
+    def __init__(self, datasets: Sequence[ConversationDataset], epochs: Sequence[int] | None = None, seed: int = 0):
+        self.datasets = list(datasets)
+        self.epochs = list(epochs) if epochs is not None else [1] * len(self.datasets)
+        if len(self.epochs) != len(self.datasets):
+            raise ValueError(f"one epoch count per dataset: {len(self.datasets)} datasets, {len(self.epochs)} epochs")
+        self.seed = seed
+
+    def prepare(self) -> None:
+        for d in self.datasets:
+            d.prepare()
+
+    def conversations(self, split: str) -> list[list[Message]]:
+        out = []
+        for d, n in zip(self.datasets, self.epochs):
+            out += d.conversations(split) * (n if split == "train" else 1)
+        if split == "train":
+            random.Random(self.seed).shuffle(out)
+        return out
+
+
+@dataclass
+class PackStats:
+    conversations: int = 0
+    dropped_too_long: int = 0
+    rows: int = 0
+    tokens: int = 0
+    trained_tokens: int = 0
+
+
+@dataclass
+class SFTPacker:
+    """Best-fit packs rendered conversations into (tokens, loss mask) rows of seq_len + 1, resumable.
+
+    The conversations are visited in order (process slice: index % process_count == process_index), cycling forever
+    over epochs. `state()` is a small dict (epoch, cursor, buffered conversation indices) that restores exactly.
+    """
+
+    conversations: list[list[Message]]
+    codec: ConversationCodec
+    batch_size: int
+    seq_len: int
+    process_index: int = 0
+    process_count: int = 1
+    buffer_size: int = 64
+    cycle: bool = True
+    stats: PackStats = field(default_factory=PackStats)
+
+    def __post_init__(self):
+        self._mine = list(range(self.process_index, len(self.conversations), self.process_count))
+        if not self._mine:
+            raise DataError("no conversations for this process (dataset empty or smaller than the process count)")
+        self._cursor, self._epoch, self._buffer = 0, 0, []  # buffer: (index, ids, mask)
+        self._rendered: dict[int, tuple[list[int], list[int]] | None] = {}
+
+    def _render(self, index: int):
+        if index not in self._rendered:
+            self._rendered[index] = self.codec.render(self.conversations[index], max_tokens=self.seq_len + 1)
+            if len(self._rendered) > 4 * self.buffer_size:  # bounded cache: keep only what the buffer may revisit
+                for k in list(self._rendered)[: len(self._rendered) // 2]:
+                    self._rendered.pop(k)
+        return self._rendered[index]
+
+    def _refill(self) -> bool:
+        while len(self._buffer) < self.buffer_size:
+            if self._cursor >= len(self._mine):
+                if not self.cycle:
+                    return bool(self._buffer)
+                self._cursor, self._epoch = 0, self._epoch + 1
+            index = self._mine[self._cursor]
+            self._cursor += 1
+            rendered = self._render(index)
+            self.stats.conversations += 1
+            if rendered is None:
+                self.stats.dropped_too_long += 1
+                continue
+            self._buffer.append((index, *rendered))
+        return True
+
+    def _row(self) -> tuple[np.ndarray, np.ndarray] | None:
+        width = self.seq_len + 1
+        tokens, mask = [], []
+        while True:
+            if not self._refill() and not self._buffer:
+                break
+            space = width - len(tokens)
+            fits = [i for i, (_, ids, _) in enumerate(self._buffer) if len(ids) <= space]
+            if not fits:
+                break
+            best = max(fits, key=lambda i: len(self._buffer[i][1]))
+            _, ids, m = self._buffer.pop(best)
+            tokens += ids
+            mask += m
+        if not tokens:
+            return None
+        pad = width - len(tokens)
+        tokens += [self.codec.ids["bos"]] * pad
+        mask += [0] * pad
+        self.stats.rows += 1
+        self.stats.tokens += width
+        self.stats.trained_tokens += sum(mask)
+        return np.asarray(tokens, np.int32), np.asarray(mask, np.int32)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Batches of (tokens int32[B, T+1], mask int32[B, T+1]); the loss mask of target t is mask[:, t+1]."""
+        while True:
+            rows = []
+            for _ in range(self.batch_size):
+                row = self._row()
+                if row is None:
+                    break
+                rows.append(row)
+            if len(rows) < self.batch_size:
+                return
+            yield np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+
+    def state(self) -> dict:
+        return {"epoch": self._epoch, "cursor": self._cursor, "buffer": [b[0] for b in self._buffer]}
+
+    def restore(self, state: dict) -> None:
+        self._epoch, self._cursor = int(state["epoch"]), int(state["cursor"])
+        self._buffer = [(i, *self._render(i)) for i in state["buffer"]]

@@ -1,0 +1,86 @@
+import json
+
+import numpy as np
+import pytest
+
+import nanocode.registry as registry
+from nanocode.core.errors import DataError
+from nanocode.data.conversation import ConversationCodec
+from nanocode.data.sft import ConversationMixture, JSONLConversations, SFTPacker, read_jsonl
+from tests.helpers import small_tokenizer
+
+
+def conv(i, words=3):
+    return {
+        "messages": [
+            {"role": "user", "content": f"task {i}"},
+            {"role": "assistant", "content": " ".join(["word"] * (words + i % 7))},
+        ]
+    }
+
+
+@pytest.fixture
+def jsonl(tmp_path):
+    path = tmp_path / "convs.jsonl"
+    path.write_text("".join(json.dumps(conv(i)) + "\n" for i in range(40)))
+    return path
+
+
+def test_jsonl_split_is_deterministic_and_disjoint(jsonl):
+    ds = JSONLConversations(str(jsonl), test_fraction=0.1, seed=3)
+    train, test = ds.conversations("train"), ds.conversations("test")
+    assert len(test) == 4 and len(train) == 36
+    assert not {json.dumps(c) for c in train} & {json.dumps(c) for c in test}
+    assert ds.conversations("test") == JSONLConversations(str(jsonl), test_fraction=0.1, seed=3).conversations("test")
+
+
+def test_bad_line_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(conv(0)) + "\n{not json\n")
+    with pytest.raises(DataError, match=r"bad.jsonl:2: not a conversation"):
+        read_jsonl(path)
+
+
+def test_mixture_epochs(jsonl):
+    ds = JSONLConversations(str(jsonl), test_fraction=0.1)
+    mix = ConversationMixture([ds, ds], epochs=[1, 2], seed=0)
+    assert len(mix.conversations("train")) == 36 * 3
+    assert len(mix.conversations("test")) == 8
+
+
+def test_packing_rows_masks_and_exact_resume(jsonl):
+    codec = ConversationCodec(small_tokenizer())
+    convs = JSONLConversations(str(jsonl)).conversations("train")
+    packer = SFTPacker(convs, codec, batch_size=2, seq_len=48, buffer_size=8)
+    it = iter(packer)
+    tokens, mask = next(it)
+    assert tokens.shape == mask.shape == (2, 49)
+    # rows start with BOS and padding is never trained
+    assert (tokens[:, 0] == codec.ids["bos"]).all()
+    pad = (tokens == codec.ids["bos"]) & (np.arange(49) > 0)
+    assert not mask[pad].any()
+    for _ in range(3):
+        next(it)
+    state = json.loads(json.dumps(packer.state()))
+    want = [next(it) for _ in range(20)]
+    fresh = SFTPacker(convs, codec, batch_size=2, seq_len=48, buffer_size=8)
+    fresh.restore(state)
+    got = [b for _, b in zip(range(20), fresh)]
+    for (t1, m1), (t2, m2) in zip(want, got):
+        np.testing.assert_array_equal(t1, t2)
+        np.testing.assert_array_equal(m1, m2)
+
+
+def test_too_long_conversations_are_dropped_and_counted(tmp_path):
+    path = tmp_path / "long.jsonl"
+    path.write_text(json.dumps(conv(0, words=400)) + "\n" + json.dumps(conv(1)) + "\n")
+    codec = ConversationCodec(small_tokenizer())
+    packer = SFTPacker(read_jsonl(path), codec, batch_size=1, seq_len=32, cycle=False)
+    batches = list(packer)
+    assert len(batches) == 1 and packer.stats.dropped_too_long == 1
+
+
+def test_registered_hub_datasets_use_the_real_layout():
+    ds = registry.get("sft_dataset", "nanocode_tulu_selfoss_evol")(base_url="http://127.0.0.1:1/{repo}/{file}")
+    assert ds.repo == "smohammadi/nanocode-tulu-selfoss-evol"
+    assert ds.train.endswith("all_train.jsonl") and ds.test.endswith("all_test.jsonl")
