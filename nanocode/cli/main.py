@@ -49,6 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_command_args(name: str, argv: list[str]) -> tuple[object, argparse.Namespace]:
+    """The command's module and its parsed arguments (argparse exits on bad flags, as a CLI should)."""
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(
+        prog=f"nanocode {name}", description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    module.add_arguments(parser)
+    return module, parser.parse_args(argv)
+
+
+def run_command(name: str, argv: list[str]) -> int:
+    """Run one subcommand in this process; NanocodeError propagates to the caller (main prints it)."""
+    module, args = parse_command_args(name, argv)
+    return int(module.run(args) or 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = available_commands()
@@ -59,12 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(argv or ["--help"])
         return 0
     name, rest = argv[0], argv[1:]
-    module = importlib.import_module(commands[name][0])
-    parser = argparse.ArgumentParser(prog=f"nanocode {name}", description=module.__doc__)
-    module.add_arguments(parser)
-    args = parser.parse_args(rest)
     try:
-        return int(module.run(args) or 0)
+        return run_command(name, rest)
     except NanocodeError as e:
         print(f"nanocode {name}: error: {e}", file=sys.stderr)
         return 2
