@@ -10,6 +10,7 @@ from pathlib import Path
 
 from nanocode.core.errors import DataError
 from nanocode.core.interfaces import DataSource
+from nanocode.core.kinds import DATA_SOURCES
 from nanocode.core.workspace import Workspace
 from nanocode.data import parquet
 
@@ -34,7 +35,27 @@ class ParquetSource(DataSource):
         paths = parquet.list_shards(self.directory)
         if not paths:
             raise DataError(f"{self.directory}: no shards for source {self.name!r} (run `nanocode data` first?)")
+        _check_contiguous(paths)
         return parquet.split_shards(paths, split, where=self.directory)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.directory)!r})"
+
+
+def _check_contiguous(paths: list[Path]) -> None:
+    """Shards must be numbered 0..n-1: a gap means an interrupted download, and silently less data."""
+    for expected, path in enumerate(paths):
+        if path.name != parquet.shard_name(expected):
+            raise DataError(
+                f"{path.parent / parquet.shard_name(expected)}: shard missing ({len(paths)} shards present, "
+                f"next is {path.name}); finish the download or remove the later shards"
+            )
+
+
+@DATA_SOURCES.register("parquet_dir")
+class ParquetDir(ParquetSource):
+    """Your own shards: a directory of `shard_{i:05d}.parquet` files (column `text`), the last one for validation."""
+
+    def __init__(self, directory: str, name: str | None = None):
+        super().__init__(directory)
+        self.name = name or Path(directory).expanduser().name

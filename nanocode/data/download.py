@@ -1,0 +1,216 @@
+"""Robust HTTP downloads on the standard library: resume, retry, validate, then rename into place.
+
+A download writes `<dest>.partial`. A dropped connection keeps the partial file and the next attempt asks for the
+rest with an HTTP Range request (a server that ignores Range sends the whole file again, and we start over). Only a
+file that has the announced length, the expected sha256 and passes `validate` is renamed to `dest`, so a later run
+can trust any file it finds at a final path; a file that fails those checks is deleted, never kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nanocode.core.errors import DataError
+from nanocode.core.progress import Progress
+
+USER_AGENT = "nanocode-downloader/0.1 (+urllib)"
+CHUNK_BYTES = 1 << 20
+# HTTP statuses worth retrying: timeouts, rate limits and server-side failures. Any other 4xx is final.
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+class _Retry(Exception):
+    """An attempt failed in a way another attempt may fix. `keep_partial` says whether resuming is safe."""
+
+    def __init__(self, reason: str, keep_partial: bool = True):
+        super().__init__(reason)
+        self.keep_partial = keep_partial
+
+
+@dataclass(frozen=True)
+class DownloadJob:
+    url: str
+    dest: Path
+    sha256: str | None = None
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line (pyarrow and http errors can span lines)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def partial_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".partial")
+
+
+def download_file(
+    url: str,
+    dest: str | Path,
+    *,
+    retries: int = 5,
+    backoff: float = 1.0,
+    max_backoff: float = 60.0,
+    timeout: float = 60.0,
+    validate: Callable[[Path], Any] | None = None,
+    sha256: str | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
+    """Download `url` to `dest` (skipped when `dest` already exists).
+
+    Up to `retries` retries after the first attempt, sleeping `backoff * 2**k` seconds (at most `max_backoff`)
+    between them. `timeout` bounds every socket operation, so a stalled connection counts as a failed attempt.
+    Raises a one-line DataError when every attempt failed; then nothing is left at `dest` or `dest.partial`
+    except a partial file that is still a valid prefix (the next run resumes it).
+    """
+    dest = Path(dest)
+    if dest.exists():  # trusted: only files that passed every check are ever renamed to a final path
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = partial_path(dest)
+    reason = "no attempt made"
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(min(max_backoff, backoff * 2 ** (attempt - 1)))
+        try:
+            _fetch(url, partial, timeout=timeout, cancel=cancel)
+            _check(partial, sha256, validate)
+            os.replace(partial, dest)
+            return dest
+        except _Retry as e:
+            reason = str(e)
+            if not e.keep_partial:
+                partial.unlink(missing_ok=True)
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+            # connection refused/reset/dropped, timeouts: the bytes we already have are good, resume from them
+            reason = f"{type(e).__name__}: {one_line(e)}"
+    raise DataError(f"{url}: download failed after {retries + 1} attempts ({reason})")
+
+
+def _fetch(url: str, partial: Path, *, timeout: float, cancel: threading.Event | None) -> None:
+    """One attempt: append the missing bytes to `partial`, checking the length the server announced."""
+    offset = partial.stat().st_size if partial.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        with e:
+            if e.code == 416 and offset:  # our partial file is as long as the file, or longer: check it as is
+                total = _total_from_content_range(e.headers.get("Content-Range"))
+                if total == offset:
+                    return
+                raise _Retry(f"HTTP 416 for a {offset}-byte partial file", keep_partial=False) from None
+            if e.code in RETRYABLE_STATUS:
+                raise _Retry(f"HTTP {e.code} {e.reason}") from None
+            raise DataError(f"{url}: HTTP {e.code} {e.reason}") from None
+    with response:
+        if response.status == 206:
+            start, total = _parse_content_range(response.headers.get("Content-Range"))
+            if start != offset:
+                raise _Retry(f"server resumed at byte {start}, not {offset}", keep_partial=False)
+            mode = "ab"
+        else:  # 200: the server ignored Range (or there was nothing to resume); start over
+            offset, mode = 0, "wb"
+            length = response.headers.get("Content-Length")
+            total = int(length) if length is not None else None
+        received = offset
+        with open(partial, mode) as f:
+            while chunk := response.read(CHUNK_BYTES):
+                if cancel is not None and cancel.is_set():
+                    raise DataError(f"{url}: download cancelled ({received} bytes kept in {partial.name})")
+                f.write(chunk)
+                received += len(chunk)
+    if total is not None and received < total:
+        # http.client returns a short body without raising when the peer closes early
+        raise _Retry(f"connection closed after {received} of {total} bytes")
+    if total is not None and received > total:
+        raise _Retry(f"received {received} bytes, more than the {total} announced", keep_partial=False)
+
+
+def _check(partial: Path, sha256: str | None, validate: Callable[[Path], Any] | None) -> None:
+    if sha256 is not None:
+        digest = _sha256(partial)
+        if digest != sha256.lower():
+            raise _Retry(f"sha256 mismatch (got {digest[:16]}..., want {sha256[:16]}...)", keep_partial=False)
+    if validate is not None:
+        try:
+            validate(partial)
+        except Exception as e:
+            raise _Retry(f"validation failed: {one_line(e)}", keep_partial=False) from e
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK_BYTES):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _parse_content_range(header: str | None) -> tuple[int, int | None]:
+    match = _CONTENT_RANGE.fullmatch((header or "").strip())
+    if not match:
+        raise _Retry(f"206 response with unusable Content-Range {header!r}", keep_partial=False)
+    total = match.group(3)
+    return int(match.group(1)), None if total == "*" else int(total)
+
+
+def _total_from_content_range(header: str | None) -> int | None:
+    match = re.fullmatch(r"bytes \*/(\d+)", (header or "").strip())
+    return int(match.group(1)) if match else None
+
+
+def download_many(
+    jobs: Sequence[DownloadJob], *, workers: int = 4, progress: bool = True, desc: str = "download", **kwargs: Any
+) -> list[Path]:
+    """Download every job in parallel threads (keyword arguments go to `download_file`), with a progress bar.
+
+    Returns the destination paths in job order. When some jobs fail, the others still finish, and one DataError
+    names the failures in a single line.
+    """
+    jobs = list(jobs)
+    cancel = threading.Event()
+    failures: dict[int, str] = {}
+    done_bytes = 0
+    start = time.monotonic()
+    with (
+        Progress(len(jobs), desc, unit="file", enabled=progress) as bar,
+        ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
+    ):
+        futures = {
+            pool.submit(download_file, job.url, job.dest, sha256=job.sha256, cancel=cancel, **kwargs): i
+            for i, job in enumerate(jobs)
+        }
+        try:
+            for future in as_completed(futures):
+                i = futures[future]
+                try:
+                    done_bytes += future.result().stat().st_size
+                except Exception as e:
+                    failures[i] = one_line(e)
+                rate = done_bytes / max(time.monotonic() - start, 1e-9) / 1e6
+                bar.update(1, postfix=f"{done_bytes / 1e6:,.1f} MB, {rate:.1f} MB/s, {len(failures)} failed")
+        except BaseException:  # Ctrl-C: stop the workers at their next chunk; partial files stay resumable
+            cancel.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    if failures:
+        shown = "; ".join(f"{jobs[i].dest.name}: {failures[i]}" for i in sorted(failures)[:3])
+        more = f"; and {len(failures) - 3} more" if len(failures) > 3 else ""
+        raise DataError(f"{len(failures)} of {len(jobs)} downloads failed: {shown}{more}")
+    return [job.dest for job in jobs]

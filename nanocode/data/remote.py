@@ -1,0 +1,134 @@
+"""Data sources whose shards are downloaded: FineWeb-EDU (prose) and The Stack v2, Python only (code).
+
+Both are hosted on the Hugging Face hub as `shard_{i:05d}.parquet` (column `text`, 1024-doc row groups, ~250M
+characters a shard). `prepare()` fetches shards 0..num_shards-1; as in nanocode, the last local shard is the
+validation split, so the validation shard depends on `num_shards` (keep it fixed across a model's stages).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from nanocode.core.errors import ConfigError, DataError
+from nanocode.core.kinds import DATA_SOURCES
+from nanocode.data import parquet
+from nanocode.data.download import DownloadJob, download_many
+from nanocode.data.sources import ParquetSource
+
+PARQUET_MAGIC = b"PAR1"
+
+
+def verify_shard(path: str | Path) -> None:
+    """The full check of a downloaded shard: magic at both ends, footer, and every row group decoded.
+
+    `parquet.check_shard` reads only the footer; a download resumed onto a wrong prefix can pass it, so a fresh
+    download is decoded completely (in arrow, about a second per 100 MB shard) before it may take a final path.
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+        f.seek(-4, 2)
+        tail = f.read(4)
+    if head != PARQUET_MAGIC or tail != PARQUET_MAGIC:
+        raise DataError(f"{path}: not a parquet file (bad magic bytes)")
+    row_groups = parquet.check_shard(path)
+    try:
+        file = pq.ParquetFile(path)
+        for i in range(row_groups):
+            file.read_row_group(i, columns=[parquet.TEXT_COLUMN])
+    except Exception as e:
+        raise DataError(f"{path}: corrupt row group ({type(e).__name__}: {e})") from e
+
+
+class RemoteParquetSource(ParquetSource):
+    """Shards downloaded from `base_url`: shard i is `{base_url}/shard_{i:05d}.parquet`.
+
+    `base_url` may instead be a template with `{index}` (and/or `{name}`, the shard file name), for mirrors with
+    another layout. `num_shards = -1` means every shard the dataset has.
+    """
+
+    name = "remote"
+    BASE_URL = ""
+    MAX_SHARDS = 0  # shards the hosted dataset has
+
+    def __init__(
+        self,
+        num_shards: int = 8,
+        base_url: str | None = None,
+        directory: str | None = None,
+        workers: int = 4,
+        retries: int = 5,
+        timeout: float = 60.0,
+    ):
+        super().__init__(directory)
+        self.base_url = base_url or self.BASE_URL
+        self.num_shards = self.MAX_SHARDS if num_shards == -1 else num_shards
+        if not 2 <= self.num_shards <= self.MAX_SHARDS:
+            raise ConfigError(
+                f"{self.name}.num_shards = {num_shards}: need 2..{self.MAX_SHARDS} (train + val), or -1 for all"
+            )
+        self.workers, self.retries, self.timeout = workers, retries, timeout
+
+    def url(self, index: int) -> str:
+        name = parquet.shard_name(index)
+        if "{" in self.base_url:
+            return self.base_url.format(index=index, name=name)
+        return f"{self.base_url.rstrip('/')}/{name}"
+
+    def expected_paths(self) -> list[Path]:
+        return [self.directory / parquet.shard_name(i) for i in range(self.num_shards)]
+
+    def prepare(self, *, progress: bool = True) -> None:
+        """Download the missing shards. Present ones are re-checked cheaply (footer only); a bad one is fetched again."""
+        for path in self.expected_paths():
+            if path.exists():
+                try:
+                    parquet.check_shard(path)
+                except DataError as e:
+                    print(f"{e}; downloading it again", file=sys.stderr)
+                    path.unlink()
+        jobs = [DownloadJob(self.url(i), path) for i, path in enumerate(self.expected_paths())]
+        download_many(
+            jobs,
+            workers=self.workers,
+            progress=progress,
+            desc=f"{self.name} shards",
+            retries=self.retries,
+            timeout=self.timeout,
+            validate=verify_shard,
+        )
+
+    def shard_paths(self, split: str) -> list[Path]:
+        """Exactly shards 0..num_shards-1, whatever else the directory holds, so the split never drifts."""
+        paths = self.expected_paths()
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise DataError(
+                f"{missing[0]}: shard missing ({len(paths) - len(missing)} of {self.num_shards} present; "
+                f"run `nanocode data --dataset {self.name} --shards {self.num_shards}`)"
+            )
+        return parquet.split_shards(paths, split, where=self.directory)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_shards={self.num_shards}, directory={str(self.directory)!r})"
+
+
+@DATA_SOURCES.register("fineweb_edu")
+class FineWebEdu(RemoteParquetSource):
+    """FineWeb-EDU 100B, shuffled (karpathy/fineweb-edu-100b-shuffle): educational English web text, 1,823 shards."""
+
+    name = "fineweb_edu"
+    BASE_URL = "https://huggingface.co/datasets/karpathy/fineweb-edu-100b-shuffle/resolve/main"
+    MAX_SHARDS = 1823
+
+
+@DATA_SOURCES.register("stack_v2_python")
+class StackV2Python(RemoteParquetSource):
+    """The Stack v2, Python files only, shuffled (smohammadi/the-stack-v2-python-shuffle): 80 shards."""
+
+    name = "stack_v2_python"
+    BASE_URL = "https://huggingface.co/datasets/smohammadi/the-stack-v2-python-shuffle/resolve/main"
+    MAX_SHARDS = 80

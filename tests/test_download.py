@@ -1,0 +1,187 @@
+"""The HTTP downloader against a real local server: resume, restart, retry, validation, one-line failures."""
+
+import hashlib
+
+import pytest
+
+from nanocode.core.errors import DataError
+from nanocode.data import parquet
+from nanocode.data.download import DownloadJob, download_file, download_many, partial_path
+from nanocode.data.remote import verify_shard
+from tests.httpserver import FileServer
+
+FAST = dict(backoff=0.0, timeout=10.0)  # no sleeping between retries in tests
+
+
+def make_shards(directory, n=3, docs=300):
+    """Miniature shards in nanocode's layout, each a few tens of KB with distinct content."""
+    paths = []
+    for i in range(n):
+        texts = [
+            f"shard {i} document {j}: " + " ".join(f"w{(i * 7919 + j * k) % 1000}" for k in range(40))
+            for j in range(docs)
+        ]
+        path = directory / parquet.shard_name(i)
+        parquet.write_shard(path, texts, row_group_size=100)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def served(tmp_path):
+    remote = tmp_path / "remote"
+    shards = make_shards(remote)
+    with FileServer(remote) as server:
+        yield server, shards, tmp_path / "local"
+
+
+def test_download_many_fetches_every_shard(served):
+    server, shards, local = served
+    jobs = [DownloadJob(server.url(p.name), local / p.name) for p in shards]
+    paths = download_many(jobs, workers=2, progress=False, validate=verify_shard, **FAST)
+    assert paths == [local / p.name for p in shards]
+    for src, dst in zip(shards, paths):
+        assert dst.read_bytes() == src.read_bytes()
+        assert not partial_path(dst).exists()
+    assert sorted(name for name, _, _ in server.log) == sorted(p.name for p in shards)
+
+
+def test_dropped_connection_resumes_with_range(served):
+    server, shards, local = served
+    name = shards[0].name
+    server.script(name, "drop")
+    dest = download_file(server.url(name), local / name, validate=verify_shard, **FAST)
+    assert dest.read_bytes() == shards[0].read_bytes()
+    (_, first_range, first_status), (_, second_range, second_status) = server.requests_for(name)
+    assert first_range is None and first_status == 200
+    half = (shards[0].stat().st_size) // 2
+    assert second_range == f"bytes={half}-" and second_status == 206
+
+
+def test_resumes_an_existing_partial_file(served):
+    server, shards, local = served
+    name, data = shards[1].name, shards[1].read_bytes()
+    local.mkdir()
+    partial_path(local / name).write_bytes(data[:1000])
+    dest = download_file(server.url(name), local / name, validate=verify_shard, **FAST)
+    assert dest.read_bytes() == data
+    assert server.requests_for(name) == [(name, "bytes=1000-", 206)]
+
+
+def test_server_ignoring_range_restarts_from_scratch(served):
+    server, shards, local = served
+    name, data = shards[1].name, shards[1].read_bytes()
+    local.mkdir()
+    partial_path(local / name).write_bytes(b"garbage prefix that must not survive")
+    server.always(name, "ignore_range")
+    dest = download_file(server.url(name), local / name, validate=verify_shard, **FAST)
+    assert dest.read_bytes() == data
+    assert [status for _, _, status in server.requests_for(name)] == [200]
+
+
+def test_bad_partial_prefix_fails_validation_then_downloads_clean(served):
+    """A partial file from somewhere else resumes into a corrupt file: validation catches it, the retry is clean."""
+    server, shards, local = served
+    name, data = shards[2].name, shards[2].read_bytes()
+    local.mkdir()
+    partial_path(local / name).write_bytes(b"\0" * 500)
+    dest = download_file(server.url(name), local / name, validate=verify_shard, **FAST)
+    assert dest.read_bytes() == data
+    assert [(r, s) for _, r, s in server.requests_for(name)] == [("bytes=500-", 206), (None, 200)]
+
+
+def test_truncated_file_fails_validation_and_is_retried(served):
+    server, shards, local = served
+    name = shards[0].name
+    server.script(name, "truncate")
+    dest = download_file(server.url(name), local / name, validate=verify_shard, **FAST)
+    assert dest.read_bytes() == shards[0].read_bytes()
+    assert [(r, s) for _, r, s in server.requests_for(name)] == [(None, 200), (None, 200)]
+
+
+def test_file_that_never_validates_raises_one_line_and_leaves_nothing(served):
+    server, shards, local = served
+    name = shards[0].name
+    server.always(name, "corrupt")
+    with pytest.raises(DataError) as info:
+        download_file(server.url(name), local / name, retries=2, validate=verify_shard, **FAST)
+    message = str(info.value)
+    assert "\n" not in message
+    assert name in message and "after 3 attempts" in message and "validation failed" in message
+    assert not (local / name).exists() and not partial_path(local / name).exists()
+    assert len(server.requests_for(name)) == 3
+
+
+def test_server_errors_are_retried(served):
+    server, shards, local = served
+    name = shards[0].name
+    server.script(name, "error503", "error503")
+    dest = download_file(server.url(name), local / name, **FAST)
+    assert dest.read_bytes() == shards[0].read_bytes()
+    assert [s for _, _, s in server.requests_for(name)] == [503, 503, 200]
+
+
+def test_missing_file_fails_at_once(served):
+    server, _, local = served
+    with pytest.raises(DataError, match=r"shard_00099\.parquet: HTTP 404"):
+        download_file(server.url("shard_00099.parquet"), local / "shard_00099.parquet", **FAST)
+    assert len(server.log) == 1  # a 404 is final: no retries
+    assert not (local / "shard_00099.parquet").exists()
+
+
+def test_complete_partial_file_is_checked_and_kept(served):
+    """A partial file already as long as the remote one gets a 416; it is validated and moved into place."""
+    server, shards, local = served
+    name, data = shards[0].name, shards[0].read_bytes()
+    local.mkdir()
+    partial_path(local / name).write_bytes(data)
+    dest = download_file(server.url(name), local / name, validate=verify_shard, **FAST)
+    assert dest.read_bytes() == data
+    assert [s for _, _, s in server.requests_for(name)] == [416]
+
+
+def test_sha256_is_checked(served):
+    server, shards, local = served
+    name, data = shards[0].name, shards[0].read_bytes()
+    with pytest.raises(DataError, match="sha256 mismatch"):
+        download_file(server.url(name), local / name, retries=1, sha256="0" * 64, **FAST)
+    assert not (local / name).exists()
+    good = hashlib.sha256(data).hexdigest()
+    assert download_file(server.url(name), local / name, sha256=good, **FAST).read_bytes() == data
+
+
+def test_existing_file_is_not_fetched_again(served):
+    server, shards, local = served
+    name, data = shards[0].name, shards[0].read_bytes()
+    local.mkdir()
+    (local / name).write_bytes(data)
+    download_file(server.url(name), local / name, validate=verify_shard, **FAST)
+    assert server.log == []
+
+
+def test_verify_shard_catches_what_the_footer_check_misses(tmp_path):
+    (good,) = make_shards(tmp_path, n=1)
+    data = good.read_bytes()
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"\0" * 500 + data[500:])  # a resume onto a wrong prefix: the footer is intact
+    parquet.check_shard(bad)  # the cheap check passes...
+    with pytest.raises(DataError, match=r"bad\.parquet: not a parquet file"):
+        verify_shard(bad)  # ...the full one does not
+    bad.write_bytes(data[:4] + b"\xff" * 2000 + data[2004:])  # page data destroyed, magic and footer intact
+    with pytest.raises(DataError, match=r"bad\.parquet: corrupt row group"):
+        verify_shard(bad)
+    verify_shard(good)
+
+
+def test_download_many_reports_failures_in_one_line_and_keeps_the_rest(served):
+    server, shards, local = served
+    names = [shards[0].name, "shard_00042.parquet", shards[2].name]
+    jobs = [DownloadJob(server.url(n), local / n) for n in names]
+    with pytest.raises(DataError) as info:
+        download_many(jobs, workers=3, progress=False, validate=verify_shard, **FAST)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("1 of 3 downloads failed: shard_00042.parquet:") and "404" in message
+    assert (local / shards[0].name).read_bytes() == shards[0].read_bytes()
+    assert (local / shards[2].name).read_bytes() == shards[2].read_bytes()
+    assert not (local / "shard_00042.parquet").exists()
