@@ -8,6 +8,7 @@ Faults (each consumes one request of its file; later requests are served normall
   drop          send the headers and half of the body, then close the connection
   truncate      send only the first half of the file, as if it were the whole file (valid HTTP, corrupt parquet)
   corrupt       send the file with a byte in its middle and its parquet footer length flipped (same length)
+  stall         send the headers and half of the body, then go silent (the client must time out)
   ignore_range  answer 200 with the whole file even when a Range was asked for
   error503      answer 503 Service Unavailable
 `server.always(name, fault)` applies a fault to every request of that file. `server.log` records
@@ -22,7 +23,7 @@ from collections import defaultdict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-FAULTS = ("drop", "truncate", "corrupt", "ignore_range", "error503")
+FAULTS = ("drop", "stall", "truncate", "corrupt", "ignore_range", "error503")
 
 
 class FileServer:
@@ -32,6 +33,7 @@ class FileServer:
         self._scripts: dict[str, deque[str]] = defaultdict(deque)
         self._always: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._closing = threading.Event()  # wakes stalled handlers on shutdown
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="test-http", daemon=True)
@@ -68,6 +70,7 @@ class FileServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._closing.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join()
@@ -104,8 +107,10 @@ def _handler_for(server: FileServer) -> type[BaseHTTPRequestHandler]:
             status = 206 if start else 200
             headers = {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"} if start else {}
             body = data[start:]
-            if fault == "drop":
+            if fault in ("drop", "stall"):
                 self._reply(name, range_header, status, body, headers, send=len(body) // 2)
+                if fault == "stall":
+                    server._closing.wait(timeout=30)
                 self.close_connection = True
                 return
             self._reply(name, range_header, status, body, headers)

@@ -58,6 +58,16 @@ def test_dropped_connection_resumes_with_range(served):
     assert second_range == f"bytes={half}-" and second_status == 206
 
 
+def test_stalled_connection_times_out_and_resumes(served):
+    server, shards, local = served
+    name = shards[0].name
+    server.script(name, "stall")
+    dest = download_file(server.url(name), local / name, validate=verify_shard, backoff=0.0, timeout=0.5)
+    assert dest.read_bytes() == shards[0].read_bytes()
+    half = shards[0].stat().st_size // 2
+    assert [(r, s) for _, r, s in server.requests_for(name)] == [(None, 200), (f"bytes={half}-", 206)]
+
+
 def test_resumes_an_existing_partial_file(served):
     server, shards, local = served
     name, data = shards[1].name, shards[1].read_bytes()

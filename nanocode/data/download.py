@@ -130,7 +130,8 @@ def _fetch(url: str, partial: Path, *, timeout: float, cancel: threading.Event |
             total = int(length) if length is not None else None
         received = offset
         with open(partial, mode) as f:
-            while chunk := response.read(CHUNK_BYTES):
+            # read1: whatever has arrived, so a timeout mid-file loses no received bytes (read(n) would drop them)
+            while chunk := response.read1(CHUNK_BYTES):
                 if cancel is not None and cancel.is_set():
                     raise DataError(f"{url}: download cancelled ({received} bytes kept in {partial.name})")
                 f.write(chunk)
