@@ -82,3 +82,22 @@ def test_restyle_keeps_tools_identical_and_fixes_prose():
     assert restyled.messages[2] == original[2]
     assert "lowercase-prose" in {n for n, _ in orig.violations}
     assert "lowercase-prose" not in {n for n, _ in restyled.violations}
+
+
+def test_synth_cli_end_to_end_from_gin(tmp_path, gin_clean, workspace_base):
+    from nanocode.cli.main import main
+
+    with ScriptedTeacher() as server:
+        params = [
+            f"--gin_param=openai_compatible.base_url = '{server.url}'",
+            "--gin_param=Synthesis.seeds = 1",
+            "--gin_param=Synthesis.workers = 1",
+            "--gin_param=openai_compatible.backoff_s = 0.01",
+        ]
+        argv = ["--gin_file=experiments/base/synth/openai_teacher.gin", *params, "--quiet"]
+        scenarios = tmp_path / "s.jsonl"
+        scenarios.write_text("".join(json.dumps(s) + "\n" for s in SCENARIOS))
+        assert main(["synth", "rollouts", *argv, f"--input={scenarios}"]) == 0
+    out = workspace_base / "debug" / "synth"
+    assert len(JsonlStore(out).read("pairs.jsonl")) == 3
+    assert (out / "config.gin").exists() and (out / "summary.json").exists()
