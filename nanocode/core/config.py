@@ -46,9 +46,18 @@ def find_gin_file(name: str) -> Path:
 _GIN_LOCATION = re.compile(r'In file "([^"]+)", line (\d+)')
 
 
+_MISSING_MACRO = re.compile(r"No bindings specified for '([\w.]+)/gin\.macro'")
+
+
 def one_line(exc: BaseException) -> str:
     """Squash a gin exception (which spans lines and points at the file) into one line: file:line: reason."""
     text = str(exc)
+    macro = _MISSING_MACRO.search(text)
+    if macro:  # e.g. a tokenizer gin file that expects %MIXTURE from a data gin file given before it
+        return (
+            f"macro %{macro.group(1)} is used but never bound: add the gin file that defines it "
+            f'(e.g. experiments/base/data/*.gin for MIXTURE) or --gin_param "{macro.group(1)} = ..."'
+        )
     where = _GIN_LOCATION.search(text)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     reason_lines = [ln for ln in lines if not _GIN_LOCATION.search(ln) and not ln.startswith("^")]

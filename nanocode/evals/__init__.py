@@ -1,0 +1,1 @@
+"""Evaluation: CORE, code execution (HumanEval) and the agentic suite, and the run report."""
