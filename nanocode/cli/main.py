@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("nanocode.cli.synth", "constitutional AI: scenarios, rollouts, critique, revision, preference pairs"),
     "align": ("nanocode.cli.align", "preference optimisation (DPO, IPO, KTO, plugins) against a frozen reference"),
     "eval": ("nanocode.cli.eval_cmd", "evaluate a checkpoint (core, humaneval, agentic suites)"),
+    "report": ("nanocode.cli.report", "write the run report (markdown, plots, html) from what the stages wrote"),
     "chat": ("nanocode.cli.chat", "interactive terminal chat with a checkpoint"),
     "agent": ("nanocode.cli.agent", "the coding agent, working in a directory"),
     "serve": ("nanocode.cli.serve", "OpenAI-compatible HTTP server"),

@@ -1,0 +1,23 @@
+import json
+
+from nanocode.core.io import append_jsonl, write_json
+from nanocode.core.workspace import Workspace
+from nanocode.evals.report import build_report
+
+
+def test_report_from_stage_outputs(workspace_base):
+    ws = Workspace("t")
+    for step, (loss, bpb) in enumerate([(9.0, 3.0), (6.0, 2.2), (4.0, 1.6)]):
+        append_jsonl(ws.run_dir("pretrain") / "metrics.jsonl", {"step": step * 10, "loss": loss, "val/web_bpb": bpb})
+    with open(ws.run_dir("pretrain") / "metrics.jsonl", "a") as f:
+        f.write('{"step": 30, "lo')  # a torn line from a killed run is ignored
+    write_json(ws.model_dir / "speedrun" / "pretrain.json", {"stage": "pretrain", "seconds": 12.5})
+    write_json(ws.run_dir("eval") / "results.json", {"core": 0.01})
+    path = build_report(ws)
+    text = path.read_text()
+    assert "| val/web_bpb | 1.6 |" in text and "| pretrain | 12.5 |" in text
+    assert "metrics.jsonl" in text and "nanocode README" in text and '"core": 0.01' in text
+    for png in ("pretrain_loss.png", "pretrain_bpb.png"):
+        data = (path.parent / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert json.loads((ws.model_dir / "speedrun" / "pretrain.json").read_text())["seconds"] == 12.5
