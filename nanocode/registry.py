@@ -31,6 +31,8 @@ COMPONENT_PACKAGES = (
     "nanocode.train",
     "nanocode.evals",
 )
+# Components that live in `core` itself (imported by name: the rest of core is not a component package).
+CORE_COMPONENT_MODULES = ("nanocode.core.mesh",)
 _loaded = False
 
 
@@ -38,6 +40,8 @@ def load_builtins() -> None:
     global _loaded
     if _loaded:
         return
+    for module_name in CORE_COMPONENT_MODULES:
+        importlib.import_module(module_name)
     for package_name in COMPONENT_PACKAGES:
         try:
             package = importlib.import_module(package_name)
