@@ -72,6 +72,8 @@ def test_mesh_shapes(shape, expected):
         (dict(shape=(1, 8)), "has 2 entries"),
         (dict(shape=(1, 0, 1)), "positive sizes"),
         (dict(axes=("data", "data", "tensor")), "twice"),
+        (dict(dcn_shape=(2, 1, 1)), r"axes.dcn_shape \(2, 1, 1\) needs 2 processes but 1 are available"),
+        (dict(dcn_shape=(2, 1)), "one entry per mesh axis"),
     ],
 )
 def test_bad_shapes_are_one_line_config_errors(kwargs, needle):

@@ -101,8 +101,9 @@ class AxesMesh(MeshFactory):
             except (ValueError, NotImplementedError, AssertionError):
                 grid = np.array(used, dtype=object).reshape(shape)  # device order without a topology to follow
         else:
-            # TPU multi-slice devices carry slice_index; elsewhere (GPU hosts, CPU tests) a process is the slow unit.
-            by_process = getattr(devices[0], "slice_index", None) is None
+            # TPU slices are joined by DCN (devices carry slice_index); elsewhere (GPU hosts, CPU tests) the slow
+            # network runs between processes.
+            by_process = devices[0].platform != "tpu" or getattr(devices[0], "slice_index", None) is None
             unit = "processes" if by_process else "slices"
             granules = {d.process_index if by_process else d.slice_index for d in devices}
             slices = _fill("axes.dcn_shape", self.dcn_shape, len(granules), exact=True, unit=unit)

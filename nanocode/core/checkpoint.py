@@ -1,0 +1,383 @@
+"""Checkpoints: one orbax step directory holding the train state, the data position and what the run was.
+
+Each step is a Composite of three items:
+- `state`: the pytree of jax arrays (model params, optimizer state, rng), written shard by shard from every process;
+- `data`:  the data iterator's position, a small JSON dict (resume continues with the next unseen batch);
+- `meta`:  JSON: step, the resolved gin config, tokenizer and data-spec fingerprints, mesh shape, nanocode version.
+
+Restores go straight into the shardings of the *current* mesh (orbax reads only the slices each device needs), so a
+run saved on an 8-way FSDP mesh resumes on a (2, 2, 2) mesh. Orbax writes a step into a temporary directory and
+renames it when complete; `latest_step` additionally requires the commit record, so a save that was killed
+half-way is never resumed from. Saves are asynchronous: the arrays are copied to host memory before `save` returns
+(the caller may donate them to the next step at once), the files are written in the background; call `wait()`
+before the process exits.
+
+    ckpt = Checkpointer(workspace.checkpoint_dir("base"), max_to_keep=3)
+    if (step := ckpt.latest_step()) is not None:
+        check_compatible(ckpt.read_meta(step), make_meta(config=..., tokenizer=..., data_spec=...), force=args.force)
+        restored = ckpt.restore(step, abstract_state=nnx.state(model))   # the live arrays give the target shardings
+    with PreemptionGuard() as guard:
+        for step in ...:
+            ...
+            if step % save_every == 0 or guard.should_stop(step):
+                ckpt.save(step, state, data=loader.state(), meta=meta)
+            if guard.should_stop(step):
+                break
+    ckpt.wait()
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import signal
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jaxtyping import PyTree
+
+from nanocode import __version__
+from nanocode.core.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+ITEMS = ("state", "data", "meta")
+COMMIT_FILE = "_CHECKPOINT_METADATA"  # orbax writes it into a step when the step is finalised
+# The fields that must match for a resume to make sense, and how an error names them.
+COMPATIBLE_FIELDS = {"config": "config", "tokenizer": "tokenizer fingerprint", "data_spec": "data spec fingerprint"}
+# Config bindings that may change between a save and its resume (the mesh is resharded on restore).
+RESUMABLE_BINDINGS = ("axes", "MESH", "distributed_initialize")
+
+
+def fingerprint(obj: Any) -> str:
+    """A short stable hash of bytes, text or anything JSON-serialisable (sorted keys)."""
+    if isinstance(obj, bytes):
+        data = obj
+    elif isinstance(obj, str):
+        data = obj.encode()
+    else:
+        data = json.dumps(obj, sort_keys=True, default=_json_default).encode()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def make_meta(
+    *, config: str, tokenizer: str, data_spec: str, mesh: Mesh | Mapping[str, int] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The meta record of a run: resolved gin config text, tokenizer and data-spec fingerprints, mesh shape."""
+    mesh_shape = {str(a): int(n) for a, n in (mesh.shape if isinstance(mesh, Mesh) else mesh or {}).items()}
+    return {"config": config, "tokenizer": tokenizer, "data_spec": data_spec, "mesh_shape": mesh_shape, **extra}
+
+
+@dataclass(frozen=True)
+class Restored:
+    step: int
+    state: Any
+    data: dict[str, Any]
+    meta: dict[str, Any]
+
+
+class Checkpointer:
+    """Saves and restores (state, data position, meta) per step under one directory, keeping the latest K."""
+
+    def __init__(self, directory: str | Path, *, max_to_keep: int | None = 3, async_save: bool = True):
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=ocp.checkpoint_managers.LatestN(max_to_keep) if max_to_keep else None,
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,  # leftovers of a save that was killed half-way
+            create=True,
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+
+    # -- what is on disk ------------------------------------------------------------------------------------------
+    def steps(self) -> list[int]:
+        """Steps whose save completed, oldest first (an in-flight async save is not listed until it commits)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit() and _is_complete(p))
+
+    def latest_step(self) -> int | None:
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def read_meta(self, step: int | None = None) -> dict[str, Any]:
+        """The meta record of a step (default: the latest complete one), without reading the arrays."""
+        step = self._complete_step(step)
+        return self._restore_items(step, meta=ocp.args.JsonRestore())["meta"]
+
+    # -- save / restore -------------------------------------------------------------------------------------------
+    def save(
+        self, step: int, state: PyTree, *, data: Mapping[str, Any] | None = None, meta: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Start saving `step` (returns once arrays are on the host); False if that step is already saved."""
+        step = int(step)
+        path = self.directory / str(step)
+        if path.exists():
+            if _is_complete(path):
+                return False  # e.g. a preemption save right after the periodic save of the same step
+            raise CheckpointError(f"checkpoint {path} exists but is incomplete; delete it to save step {step} again")
+        meta = {**(meta or {}), "step": step, "nanocode_version": __version__}
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(_jsonable(dict(data or {}), "data state")),
+            meta=ocp.args.JsonSave(_jsonable(meta, "meta")),
+        )
+        try:
+            return bool(self._manager.save(step, args=args, force=True))
+        except (ValueError, TypeError) as e:
+            raise CheckpointError(f"saving step {step} to {self.directory}: {_first_line(e)}") from e
+
+    def restore(
+        self, step: int | None = None, abstract_state: PyTree | None = None, *, mesh: Mesh | None = None
+    ) -> Restored:
+        """Restore a step (default: the latest complete one) into the shardings that `abstract_state` carries.
+
+        `abstract_state` may hold live arrays (their shardings are the targets), or ShapeDtypeStructs with a sharding
+        (from `nnx.eval_shape` under `mesh.activate`; abstract-mesh shardings are bound to `mesh` or the current
+        mesh). Without it the arrays come back as they were saved (same device count only).
+        """
+        step = self._complete_step(step)
+        if abstract_state is None:
+            state_args = ocp.args.StandardRestore()
+        else:
+            state_args = ocp.args.StandardRestore(restore_targets(abstract_state, mesh))
+        items = self._restore_items(step, state=state_args, data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore())
+        return Restored(step=step, state=items["state"], data=dict(items["data"] or {}), meta=dict(items["meta"] or {}))
+
+    def _complete_step(self, step: int | None) -> int:
+        steps = self.steps()
+        if step is None:
+            if not steps:
+                raise CheckpointError(f"no complete checkpoint in {self.directory}")
+            return steps[-1]
+        if int(step) not in steps:
+            raise CheckpointError(
+                f"no complete checkpoint for step {step} in {self.directory} (complete: {', '.join(map(str, steps)) or 'none'})"
+            )
+        return int(step)
+
+    def _restore_items(self, step: int, **items: Any) -> Any:
+        try:
+            return self._manager.restore(step, args=ocp.args.Composite(**items))
+        except CheckpointError:
+            raise
+        except Exception as e:  # orbax/tensorstore raise many types, with multi-line messages
+            raise CheckpointError(
+                f"restoring step {step} from {self.directory}: {type(e).__name__}: {_first_line(e)}"
+            ) from e
+
+    # -- preemption and shutdown ----------------------------------------------------------------------------------
+    def reached_preemption(self, step: int) -> bool:
+        """True at the step every process agreed to save at after a preemption notice (multi-process runs)."""
+        return self._manager.reached_preemption(step)
+
+    def wait(self) -> None:
+        """Block until the in-flight async save is on disk (call before exiting, and before reading it back)."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _is_complete(path: Path) -> bool:
+    """A finalised orbax step: its commit record carries a commit time and every item directory is there."""
+    try:
+        record = json.loads((path / COMMIT_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(record.get("commit_timestamp_nsecs")) and all((path / item).is_dir() for item in ITEMS)
+
+
+def restore_targets(tree: PyTree, mesh: Mesh | None = None) -> PyTree:
+    """ShapeDtypeStructs with concrete shardings for every array of a (live or abstract) state tree."""
+    mesh = mesh or _current_mesh()
+
+    def target(x):
+        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+            return x
+        sharding = getattr(x, "sharding", None)
+        if isinstance(sharding, NamedSharding) and not isinstance(sharding.mesh, Mesh):  # an AbstractMesh
+            if mesh is None:
+                raise CheckpointError(
+                    "restore target has abstract-mesh shardings: pass mesh= or restore under mesh.activate"
+                )
+            sharding = NamedSharding(mesh, sharding.spec)
+        if sharding is None:
+            if mesh is None:
+                raise CheckpointError(f"restore target {x} has no sharding: pass mesh= or restore under mesh.activate")
+            sharding = NamedSharding(mesh, PartitionSpec())
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
+    return jax.tree.map(target, tree)
+
+
+def _current_mesh() -> Mesh | None:
+    mesh = jax.sharding.get_mesh()
+    return mesh if isinstance(mesh, Mesh) and not mesh.empty else None
+
+
+# ------------------------------------------------------------------------------------------------ compatibility
+def check_compatible(
+    meta: Mapping[str, Any],
+    expected: Mapping[str, Any],
+    force: bool = False,
+    *,
+    resumable: Sequence[str] = RESUMABLE_BINDINGS,
+) -> list[str]:
+    """Refuse (CheckpointError, one line) to resume a checkpoint made with another config, tokenizer or data spec.
+
+    Fields missing from `expected` are not checked. Config texts are compared binding by binding, ignoring the
+    configurables and macros named in `resumable` (the mesh may change on resume). With force=True the mismatches
+    are returned (for a warning) instead of raised.
+    """
+    problems = []
+    for field, label in COMPATIBLE_FIELDS.items():
+        want = expected.get(field)
+        if want is None:
+            continue
+        have = meta.get(field)
+        if field == "config":
+            diff = _config_diff(str(have or ""), str(want), resumable)
+            if diff:
+                problems.append(f"config differs at {diff}")
+        elif have != want:
+            problems.append(f"{label} differs (checkpoint {have!r}, this run {want!r})")
+    if problems and not force:
+        where = f"checkpoint step {meta.get('step', '?')}"
+        raise CheckpointError(f"{where}: {problems[0]}; refusing to resume (force=True / --force overrides)")
+    for p in problems:
+        log.warning("resuming despite: %s", p)
+    return problems
+
+
+def config_bindings(config: str, ignore: Sequence[str] = ()) -> dict[str, str]:
+    """Parse gin's config_str into {selector: value}, joining continuation lines and skipping comments/ignored names."""
+    bindings: dict[str, str] = {}
+    current = None
+    for line in config.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line[0].isspace() and current is not None:  # gin wraps long values onto indented lines
+            bindings[current] += " " + line.strip()
+            continue
+        selector, sep, value = line.partition("=")
+        if not sep:  # `import x` / `include '...'` lines
+            selector, value = line.strip(), ""
+        current = " ".join(selector.split())
+        bindings[current] = value.strip()
+    ignored = set(ignore)
+    return {
+        k: " ".join(v.replace("\\", " ").split())
+        for k, v in bindings.items()
+        if _configurable_name(k) not in ignored and k not in ignored
+    }
+
+
+def _configurable_name(selector: str) -> str:
+    """'train/nanocode.mesh.axes.shape' -> 'axes'; a macro 'MESH' -> 'MESH'."""
+    name = selector.rsplit("/", 1)[-1]
+    return name.rsplit(".", 2)[-2] if name.count(".") >= 1 else name
+
+
+def _config_diff(saved: str, current: str, ignore: Sequence[str]) -> str:
+    a, b = config_bindings(saved, ignore), config_bindings(current, ignore)
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            return f"{key} (checkpoint {_short(a.get(key))}, this run {_short(b.get(key))})"
+    return ""
+
+
+def _short(value: str | None, limit: int = 60) -> str:
+    if value is None:
+        return "unset"
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+# ------------------------------------------------------------------------------------------------ preemption
+class PreemptionGuard:
+    """Turn SIGTERM (and a first Ctrl-C) into a flag the training loop checks, so it saves and exits cleanly.
+
+    Single process: a Python handler sets the flag; a second signal restores the old handler and re-delivers it
+    (so a second Ctrl-C still aborts). Multi-process: JAX's preemption service owns SIGTERM and agrees on a step
+    all processes save at, so `should_stop(step)` asks orbax instead; call it on every process at every step.
+    """
+
+    def __init__(self, signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)):
+        self.signals = tuple(signals)
+        self._flag = threading.Event()
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self._flag.is_set()
+
+    def request(self) -> None:
+        """Ask the loop to stop as if a signal had arrived (tests, or a wall-clock budget)."""
+        self._flag.set()
+
+    def should_stop(self, step: int) -> bool:
+        if self._flag.is_set():
+            return True
+        if jax.process_count() > 1 and ocp.multihost.reached_preemption(step):
+            self._flag.set()
+        return self._flag.is_set()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self._flag.is_set():  # second signal: give up on a clean exit
+            self._restore()
+            signal.raise_signal(signum)
+            return
+        log.warning("received %s: saving a checkpoint and stopping after this step", signal.Signals(signum).name)
+        self._flag.set()
+
+    def __enter__(self) -> PreemptionGuard:
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+            for s in self.signals:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def _restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _json_default(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray | jax.Array):
+        return np.asarray(x).tolist()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"{type(x).__name__} is not JSON serialisable")
+
+
+def _jsonable(obj: Any, what: str) -> Any:
+    """Round-trip through JSON now, so a bad value fails here in one line rather than in orbax's writer thread."""
+    try:
+        return json.loads(json.dumps(obj, default=_json_default))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {what} is not JSON: {e}") from e
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -1,0 +1,219 @@
+"""Checkpoints: sharded round trips, resharding on restore, incomplete saves, compatibility checks, preemption."""
+
+import json
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from nanocode import __version__
+from nanocode.core.checkpoint import (
+    Checkpointer,
+    PreemptionGuard,
+    check_compatible,
+    config_bindings,
+    fingerprint,
+    make_meta,
+)
+from nanocode.core.errors import CheckpointError
+from nanocode.core.mesh import AxesMesh, activate, logical_state, with_shardings
+
+
+class Tiny(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        init = nnx.initializers.normal(1.0)
+        self.wi = nnx.Param(nnx.with_partitioning(init, ("embed", "mlp"))(rngs.params(), (16, 32)))
+        self.emb = nnx.Param(nnx.with_partitioning(init, ("vocab", "embed"))(rngs.params(), (64, 16)))
+        self.rngs = rngs
+
+
+def train_state(factory, seed=0):
+    """Model params + an optimizer-like moment tree + a step counter, all on the factory's mesh."""
+    mesh = factory.make()
+    with activate(mesh, factory.rules):
+        model = Tiny(nnx.Rngs(seed))
+    params = nnx.state(model)
+    moments = jax.tree.map(
+        lambda x: x * 0.5 if jnp.issubdtype(x.dtype, jnp.floating) else x, nnx.state(model, nnx.Param)
+    )
+    return mesh, {"params": params, "mu": moments, "step": jnp.asarray(7, jnp.int32)}
+
+
+META = dict(config="Pretrain.lr = 0.02\naxes.shape = (1, 8, 1)\n", tokenizer="tok123", data_spec="data456")
+
+
+def leaves_equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_round_trip_of_sharded_state_data_and_meta(tmp_path):
+    factory = AxesMesh(shape=(1, 8, 1))
+    mesh, state = train_state(factory)
+    with Checkpointer(tmp_path / "ckpt") as ckpt:
+        assert ckpt.latest_step() is None
+        meta = make_meta(mesh=mesh, **META)
+        assert ckpt.save(100, state, data={"shard": 3, "row": np.int64(17)}, meta=meta)
+        ckpt.wait()
+        assert ckpt.latest_step() == 100 and ckpt.steps() == [100]
+        assert not ckpt.save(100, state)  # already saved: a preemption save right after the periodic one
+        restored = ckpt.restore(abstract_state=state)  # the live arrays are the targets
+    assert restored.step == 100
+    leaves_equal(restored.state, state)
+    assert restored.data == {"shard": 3, "row": 17}
+    assert restored.meta["step"] == 100 and restored.meta["nanocode_version"] == __version__
+    assert restored.meta["mesh_shape"] == {"data": 1, "fsdp": 8, "tensor": 1}
+    assert restored.meta["tokenizer"] == "tok123" and restored.meta["config"] == META["config"]
+    assert restored.state["params"]["wi"].get_value().sharding == state["params"]["wi"].get_value().sharding
+    assert restored.state["params"]["wi"].out_sharding == ("embed", "mlp")  # Variable metadata comes from the target
+
+
+def test_save_on_fsdp_mesh_restore_on_a_3d_mesh(tmp_path):
+    _, state = train_state(AxesMesh(shape=(1, 8, 1)), seed=3)
+    with Checkpointer(tmp_path / "ckpt") as ckpt:
+        ckpt.save(5, state, meta=make_meta(**META))
+        ckpt.wait()
+    new = AxesMesh(shape=(2, 2, 2))
+    new_mesh = new.make()
+    abstract = {
+        "params": with_shardings(logical_state(lambda: Tiny(nnx.Rngs(0))), new_mesh, new.rules),
+        "mu": with_shardings(logical_state(lambda: nnx.state(Tiny(nnx.Rngs(0)), nnx.Param)), new_mesh, new.rules),
+        "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=NamedSharding(new_mesh, P())),
+    }
+    with Checkpointer(tmp_path / "ckpt") as ckpt:  # a new process: a fresh checkpointer on the same directory
+        restored = ckpt.restore(abstract_state=abstract)
+    leaves_equal(restored.state, state)
+    wi = restored.state["params"]["wi"].get_value()
+    assert wi.sharding.mesh == new_mesh and wi.sharding.spec == P("fsdp", "tensor")
+    assert wi.addressable_shards[0].data.shape == (8, 16)
+    assert restored.state["mu"]["emb"].get_value().sharding.spec == P("tensor", "fsdp")
+
+
+def test_restore_under_activate_binds_abstract_mesh_shardings(tmp_path):
+    factory = AxesMesh(shape=(2, 2, 2))
+    mesh, state = train_state(factory)
+    with Checkpointer(tmp_path / "ckpt") as ckpt:
+        ckpt.save(1, state["params"])
+        ckpt.wait()
+        with activate(mesh, factory.rules):  # eval_shape under the mesh gives abstract-mesh shardings
+            abstract = nnx.state(nnx.eval_shape(lambda: Tiny(nnx.Rngs(0))))
+            restored = ckpt.restore(abstract_state=abstract)
+    leaves_equal(restored.state, state["params"])
+    assert restored.state["wi"].get_value().sharding.mesh == mesh
+
+
+def test_latest_step_ignores_incomplete_saves(tmp_path):
+    _, state = train_state(AxesMesh(shape=(1, 8, 1)))
+    root = tmp_path / "ckpt"
+    with Checkpointer(root) as ckpt:
+        ckpt.save(5, state, meta=make_meta(**META))
+        ckpt.wait()
+        # what a save killed half-way leaves: orbax's temporary directory, never renamed
+        (root / "7.orbax-checkpoint-tmp" / "state").mkdir(parents=True)
+        # and a step directory without its commit record (e.g. a partial copy of a run directory)
+        (root / "9" / "state").mkdir(parents=True)
+        (root / "9" / "_CHECKPOINT_METADATA").write_text(json.dumps({"init_timestamp_nsecs": 1}))
+        assert ckpt.latest_step() == 5 and ckpt.steps() == [5]
+        assert ckpt.restore(abstract_state=state).step == 5
+        with pytest.raises(CheckpointError, match="no complete checkpoint for step 9") as e:
+            ckpt.restore(9, abstract_state=state)
+        assert "\n" not in str(e.value)
+        with pytest.raises(CheckpointError, match="exists but is incomplete"):
+            ckpt.save(9, state)
+    with Checkpointer(root) as ckpt:  # a restarted run (orbax removes its temporary directory in the background)
+        assert ckpt.latest_step() == 5
+        ckpt.save(7, state)  # the step the killed save was writing can be saved again
+        ckpt.wait()
+        assert ckpt.steps() == [5, 7]
+
+
+def test_max_to_keep_and_missing_checkpoints(tmp_path):
+    _, state = train_state(AxesMesh(shape=(1, 1, 1)))
+    with Checkpointer(tmp_path / "ckpt", max_to_keep=2) as ckpt:
+        with pytest.raises(CheckpointError, match="no complete checkpoint in"):
+            ckpt.restore(abstract_state=state)
+        for step in (10, 20, 30):
+            ckpt.save(step, state)
+        ckpt.wait()
+        assert ckpt.steps() == [20, 30]
+        assert ckpt.read_meta()["step"] == 30
+
+
+def test_restore_into_a_different_structure_is_a_one_line_error(tmp_path):
+    _, state = train_state(AxesMesh(shape=(1, 1, 1)))
+    with Checkpointer(tmp_path / "ckpt") as ckpt:
+        ckpt.save(1, state)
+        ckpt.wait()
+        with pytest.raises(CheckpointError, match="restoring step 1") as e:
+            ckpt.restore(abstract_state={"only": jnp.zeros((3,))})
+    assert "\n" not in str(e.value)
+
+
+def test_json_items_must_be_json(tmp_path):
+    _, state = train_state(AxesMesh(shape=(1, 1, 1)))
+    with Checkpointer(tmp_path / "ckpt") as ckpt:
+        with pytest.raises(CheckpointError, match="data state is not JSON"):
+            ckpt.save(1, state, data={"iterator": object()})
+    assert not (tmp_path / "ckpt" / "1").exists()
+
+
+# -- compatibility ------------------------------------------------------------------------------------------------
+def test_check_compatible_accepts_the_same_run_and_a_different_mesh():
+    saved = {**make_meta(**META), "step": 100}
+    moved = dict(META, config="Pretrain.lr = 0.02\naxes.shape = (2, 2, 2)\nMESH = @axes()\n")
+    assert check_compatible(saved, make_meta(**moved)) == []
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (dict(tokenizer="tok999"), "tokenizer fingerprint differs (checkpoint 'tok123', this run 'tok999')"),
+        (dict(data_spec="other"), "data spec fingerprint differs"),
+        (
+            dict(config="Pretrain.lr = 0.03\naxes.shape = (1, 8, 1)\n"),
+            "config differs at Pretrain.lr (checkpoint 0.02, this run 0.03)",
+        ),
+        (
+            dict(config="Pretrain.lr = 0.02\nPretrain.seed = 1\n"),
+            "config differs at Pretrain.seed (checkpoint unset, this run 1)",
+        ),
+    ],
+)
+def test_check_compatible_refuses_a_mismatch_unless_forced(change, needle):
+    saved = {**make_meta(**META), "step": 100}
+    expected = make_meta(**dict(META, **change))
+    with pytest.raises(CheckpointError) as e:
+        check_compatible(saved, expected)
+    message = str(e.value)
+    assert "\n" not in message and message.startswith("checkpoint step 100: ") and needle in message
+    problems = check_compatible(saved, expected, force=True)
+    assert len(problems) == 1 and needle in problems[0]
+
+
+def test_config_bindings_joins_gin_continuation_lines():
+    text = "# Parameters for axes:\naxes.rules = \\\n    (('batch', 'data'),\n     ('seq', None))\naxes.shape = (1, 8, 1)\n"
+    assert config_bindings(text) == {"axes.rules": "(('batch', 'data'), ('seq', None))", "axes.shape": "(1, 8, 1)"}
+    assert config_bindings(text, ignore=("axes",)) == {}
+
+
+def test_fingerprint_is_stable_and_discriminating():
+    assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
+    assert fingerprint("x") != fingerprint("y") and len(fingerprint(b"x")) == 16
+
+
+# -- preemption ---------------------------------------------------------------------------------------------------
+def test_preemption_guard_turns_sigterm_into_a_flag():
+    before = signal.getsignal(signal.SIGTERM)
+    with PreemptionGuard() as guard:
+        assert not guard.should_stop(0)
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before the next bytecode of this thread
+        assert guard.requested and guard.should_stop(1)
+    assert signal.getsignal(signal.SIGTERM) is before
