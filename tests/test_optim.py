@@ -152,8 +152,8 @@ def test_newton_schulz_ignores_scale_and_works_on_stacks():
 
 
 def test_shape_scale():
-    assert shape_scale((128, 32)) == 2.0  # tall: sqrt(4)
-    assert shape_scale((32, 128)) == 1.0
+    assert shape_scale((32, 128)) == 2.0  # (in, out) expanding 4x, like c_fc: sqrt(4)
+    assert shape_scale((128, 32)) == 1.0  # contracting, like the MLP's c_proj
     assert shape_scale((64, 64)) == 1.0
 
 
@@ -183,8 +183,8 @@ def test_muon_update_is_nesterov_newton_schulz_times_shape_scale():
         buf = state.momentum[name] + 0.1 * (g2[name] - state.momentum[name])
         expected = newton_schulz(g2[name] + 0.9 * (buf - g2[name])) * shape_scale(g[name].shape)
         np.testing.assert_allclose(updates[name], expected, atol=1e-5)
-    sv = np.linalg.svd(np.asarray(updates["tall"]), compute_uv=False)
-    assert 1.2 < sv.min() and sv.max() < 2.5  # the tall matrix's step is doubled
+    sv = np.linalg.svd(np.asarray(updates["wide"]), compute_uv=False)
+    assert 1.2 < sv.min() and sv.max() < 2.5  # the (in, out) = (16, 64) expanding matrix's step is doubled
 
 
 def test_muon_rejects_vectors():

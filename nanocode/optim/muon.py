@@ -61,9 +61,11 @@ def newton_schulz(
 
 
 def shape_scale(shape: Sequence[int]) -> float:
-    """sqrt(max(1, rows/cols)): tall matrices get a larger step so their per-element update RMS matches."""
-    rows, cols = shape[-2], shape[-1]
-    return max(1.0, rows / cols) ** 0.5
+    """sqrt(max(1, fan_out / fan_in)): matrices that expand their input (the MLP's c_fc) take a larger step, as
+    Muon's reference rule. Our matrices are stored (in, out) — x @ W — so fan_out is the LAST axis (torch stores
+    (out, in) and writes the same rule as rows/cols)."""
+    fan_in, fan_out = shape[-2], shape[-1]
+    return max(1.0, fan_out / fan_in) ** 0.5
 
 
 class ScaleByMuonState(NamedTuple):
