@@ -224,9 +224,12 @@ def test_first_step_moves_each_group_by_its_lr():
     np.testing.assert_allclose(u["gain"], -0.004 * mult, rtol=1e-5)
     # Muon: a rank-one gradient orthogonalises to one singular value in the quintic's ~[0.65, 1.2] band, times
     # lr * mult * shape scale
-    c_proj = np.asarray(u["blocks"][0]["mlp"]["c_proj"]["kernel"])  # (4d, d): tall, scale 2
-    top = np.linalg.svd(c_proj, compute_uv=False)[0]
+    c_fc = np.asarray(u["blocks"][0]["mlp"]["c_fc"]["kernel"])  # (d, 4d): expands 4x, scale 2
+    top = np.linalg.svd(c_fc, compute_uv=False)[0]
     assert 0.6 * (0.02 * mult * 2.0) < top < 1.25 * (0.02 * mult * 2.0)
+    c_proj = np.asarray(u["blocks"][0]["mlp"]["c_proj"]["kernel"])  # (4d, d): contracts, scale 1
+    top = np.linalg.svd(c_proj, compute_uv=False)[0]
+    assert 0.6 * (0.02 * mult) < top < 1.25 * (0.02 * mult)
 
 
 def test_missing_embedding_is_a_one_line_config_error():
