@@ -84,12 +84,16 @@ def test_save_on_fsdp_mesh_restore_on_a_3d_mesh(tmp_path):
     new = AxesMesh(shape=(2, 2, 2))
     new_mesh = new.make()
     abstract = {
-        "params": with_shardings(logical_state(lambda: Tiny(nnx.Rngs(0))), new_mesh, new.rules),
+        # logical Variables: their names are resolved through the (default) rules on the new mesh
+        "params": logical_state(lambda: Tiny(nnx.Rngs(0))),
+        # ShapeDtypeStructs that already carry their shardings
         "mu": with_shardings(logical_state(lambda: nnx.state(Tiny(nnx.Rngs(0)), nnx.Param)), new_mesh, new.rules),
         "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=NamedSharding(new_mesh, P())),
     }
     with Checkpointer(tmp_path / "ckpt") as ckpt:  # a new process: a fresh checkpointer on the same directory
-        restored = ckpt.restore(abstract_state=abstract)
+        with pytest.raises(CheckpointError, match="pass mesh= or restore under mesh.activate"):
+            ckpt.restore(abstract_state=abstract)
+        restored = ckpt.restore(abstract_state=abstract, mesh=new_mesh)
     leaves_equal(restored.state, state)
     wi = restored.state["params"]["wi"].get_value()
     assert wi.sharding.mesh == new_mesh and wi.sharding.spec == P("fsdp", "tensor")

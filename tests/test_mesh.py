@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from nanocode.core import config
+from nanocode.core import config, sharding
 from nanocode.core.errors import ConfigError
 from nanocode.core.kinds import MESHES
 from nanocode.core.mesh import (
@@ -41,8 +41,9 @@ def abstract_tiny(**kw):
     return logical_state(lambda: Tiny(rngs=nnx.Rngs(0), **kw))
 
 
-def test_registered_under_axes():
+def test_registered_under_axes_with_a_rule_for_every_logical_axis():
     assert MESHES.get("axes") is AxesMesh
+    assert {name for name, _ in DEFAULT_RULES} == set(sharding.AXES)
 
 
 @pytest.mark.parametrize(

@@ -41,10 +41,12 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import PyTree
 
 from nanocode import __version__
+from nanocode.core import mesh as mesh_lib
 from nanocode.core.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -124,6 +126,8 @@ class Checkpointer:
             if _is_complete(path):
                 return False  # e.g. a preemption save right after the periodic save of the same step
             raise CheckpointError(f"checkpoint {path} exists but is incomplete; delete it to save step {step} again")
+        if step in self._manager.all_steps():  # this run's async save of it is still being written
+            return False
         meta = {**(meta or {}), "step": step, "nanocode_version": __version__}
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
@@ -141,8 +145,8 @@ class Checkpointer:
         """Restore a step (default: the latest complete one) into the shardings that `abstract_state` carries.
 
         `abstract_state` may hold live arrays (their shardings are the targets), or ShapeDtypeStructs with a sharding
-        (from `nnx.eval_shape` under `mesh.activate`; abstract-mesh shardings are bound to `mesh` or the current
-        mesh). Without it the arrays come back as they were saved (same device count only).
+        (`mesh.with_shardings(...)`), or logical nnx Variables (`mesh.logical_state(...)`, resolved through the
+        rules); see `restore_targets`. Without it the arrays come back as they were saved (same devices only).
         """
         step = self._complete_step(step)
         if abstract_state is None:
@@ -203,26 +207,40 @@ def _is_complete(path: Path) -> bool:
 
 
 def restore_targets(tree: PyTree, mesh: Mesh | None = None) -> PyTree:
-    """ShapeDtypeStructs with concrete shardings for every array of a (live or abstract) state tree."""
+    """ShapeDtypeStructs with concrete shardings for every array of a (live, abstract or logical) state tree.
+
+    A leaf keeps the sharding it has (a live array's, or an abstract-mesh one bound to `mesh`); an nnx Variable
+    without one gets the sharding of its logical axis names under the active (or default) rules; any other
+    unsharded leaf is replicated. `mesh` defaults to the one `mesh.activate` made current.
+    """
     mesh = mesh or _current_mesh()
 
-    def target(x):
+    def need_mesh(what: str) -> Mesh:
+        if mesh is None:
+            raise CheckpointError(
+                f"restore target {what} has no concrete sharding: pass mesh= or restore under mesh.activate"
+            )
+        return mesh
+
+    def target(x, logical=None):
         if not hasattr(x, "shape") or not hasattr(x, "dtype"):
             return x
         sharding = getattr(x, "sharding", None)
         if isinstance(sharding, NamedSharding) and not isinstance(sharding.mesh, Mesh):  # an AbstractMesh
-            if mesh is None:
-                raise CheckpointError(
-                    "restore target has abstract-mesh shardings: pass mesh= or restore under mesh.activate"
-                )
-            sharding = NamedSharding(mesh, sharding.spec)
-        if sharding is None:
-            if mesh is None:
-                raise CheckpointError(f"restore target {x} has no sharding: pass mesh= or restore under mesh.activate")
-            sharding = NamedSharding(mesh, PartitionSpec())
+            sharding = NamedSharding(need_mesh(str(x)), sharding.spec)
+        elif sharding is None and logical:
+            m = need_mesh(str(x))
+            sharding = NamedSharding(m, mesh_lib.logical_to_spec(logical, mesh_lib.current_rules(m, None)))
+        elif sharding is None:
+            sharding = NamedSharding(need_mesh(str(x)), PartitionSpec())
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
 
-    return jax.tree.map(target, tree)
+    def leaf(x):
+        if isinstance(x, nnx.Variable):
+            return x.replace(target(x.get_value(), x.get_metadata().get("out_sharding")))
+        return target(x)
+
+    return jax.tree.map(leaf, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def _current_mesh() -> Mesh | None:

@@ -34,6 +34,7 @@ from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from jaxtyping import PyTree
 
+from nanocode.core import sharding as S
 from nanocode.core.errors import ConfigError
 from nanocode.core.interfaces import MeshFactory
 from nanocode.core.kinds import MESHES
@@ -46,15 +47,15 @@ DEFAULT_AXES = ("data", "fsdp", "tensor")
 # is split over every axis that holds a different slice of the data. Names with no sharding are listed with None so
 # that they always resolve (NNX would otherwise pass an unknown logical name through as a mesh axis name).
 DEFAULT_RULES: Rules = (
-    ("batch", ("data", "fsdp")),
-    ("seq", None),
-    ("embed", "fsdp"),
-    ("vocab", "tensor"),
-    ("heads", "tensor"),
-    ("kv_heads", "tensor"),
-    ("head_dim", None),
-    ("mlp", "tensor"),
-    ("layers", None),
+    (S.BATCH, ("data", "fsdp")),
+    (S.SEQ, None),
+    (S.EMBED, "fsdp"),
+    (S.VOCAB, "tensor"),
+    (S.HEADS, "tensor"),
+    (S.KV_HEADS, "tensor"),
+    (S.HEAD_DIM, None),
+    (S.MLP, "tensor"),
+    (S.LAYERS, None),
 )
 
 
@@ -266,7 +267,7 @@ def annotated_leaves(tree: PyTree) -> Iterator[tuple[str, Any, tuple[str | None,
             yield _path_str(path), value, (tuple(logical) if logical else None)
 
 
-def _current_rules(mesh: Mesh, rules: Sequence[tuple[str, Any]] | None) -> Rules:
+def current_rules(mesh: Mesh, rules: Sequence[tuple[str, Any]] | None) -> Rules:
     """Explicit rules, else the ones `activate` set, else the defaults, resolved against the mesh."""
     if rules is None:
         rules = flax_spmd.get_logical_axis_rules() or DEFAULT_RULES
@@ -298,7 +299,7 @@ def with_shardings(tree: PyTree, mesh: Mesh, rules: Sequence[tuple[str, Any]] | 
 
 def validate(tree: PyTree, mesh: Mesh, rules: Sequence[tuple[str, Any]] | None = None) -> None:
     """Check every annotated array of a (possibly abstract) state shards on this mesh; ConfigError names the first bad one."""
-    rules = _current_rules(mesh, rules)
+    rules = current_rules(mesh, rules)
     for path, value, logical in annotated_leaves(tree):
         if logical is not None:
             _check_spec(f"parameter {path}", tuple(value.shape), logical, logical_to_spec(logical, rules), mesh)
@@ -306,7 +307,7 @@ def validate(tree: PyTree, mesh: Mesh, rules: Sequence[tuple[str, Any]] | None =
 
 def partition_table(tree: PyTree, mesh: Mesh, rules: Sequence[tuple[str, Any]] | None = None) -> str:
     """One line per array: path, shape, dtype, logical axes, resolved PartitionSpec and per-device shard shape."""
-    rules = _current_rules(mesh, rules)
+    rules = current_rules(mesh, rules)
     rows = [("parameter", "shape", "dtype", "logical axes", "partition spec", "shard")]
     total = per_device = 0
     for path, value, logical in annotated_leaves(tree):
@@ -328,7 +329,7 @@ def partition_table(tree: PyTree, mesh: Mesh, rules: Sequence[tuple[str, Any]] |
 
 def logical_to_sharding(tree: PyTree, mesh: Mesh, rules: Sequence[tuple[str, Any]] | None = None) -> PyTree:
     """NamedShardings for a tree of logical axes: nnx Variables (kept, holding their sharding), specs or name tuples."""
-    rules = _current_rules(mesh, rules)
+    rules = current_rules(mesh, rules)
 
     def convert(leaf):
         if isinstance(leaf, nnx.Variable):
@@ -344,7 +345,7 @@ def logical_to_sharding(tree: PyTree, mesh: Mesh, rules: Sequence[tuple[str, Any
 def batch_sharding(mesh: Mesh, rules: Sequence[tuple[str, Any]] | None = None, ndim: int = 2) -> NamedSharding:
     """How a [batch, seq] (ndim=2) or [batch] (ndim=1) input is laid out: rows split over the batch mesh axes."""
     logical = ("batch", "seq")[:ndim] + (None,) * max(0, ndim - 2)
-    spec = logical_to_spec(logical, _current_rules(mesh, rules))
+    spec = logical_to_spec(logical, current_rules(mesh, rules))
     return NamedSharding(mesh, spec)
 
 
@@ -354,7 +355,7 @@ def shard_batch(local_batch: PyTree, mesh: Mesh, rules: Sequence[tuple[str, Any]
     Every process calls this with its own numpy batch (same shapes on every process). On one process it is a
     sharded device_put.
     """
-    rules = _current_rules(mesh, rules)
+    rules = current_rules(mesh, rules)
 
     def place(x):
         x = np.asarray(x)
