@@ -6,13 +6,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import gin
-
 from nanocode.align.scenarios import SCENARIO_SCHEMA, scenario_request, scenario_seeds
 from nanocode.align.synth import JsonlStore, SynthPipeline, synthesize
 from nanocode.align.teacher import Teacher, TeacherError
 from nanocode.core.errors import DataError
 from nanocode.core.interfaces import Constitution
+from nanocode.core.registry import register_config
 from nanocode.core.workspace import Workspace
 from nanocode.data.conversation import ConversationCodec
 from nanocode.data.sft import read_jsonl
@@ -128,4 +127,4 @@ class Synthesis:
         return counts
 
 
-gin.register(Synthesis, module="nanocode")
+register_config(Synthesis)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 
-import gin
 import jax
 
 from nanocode.core.errors import ConfigError
+from nanocode.core.registry import register_config
 
 ENV_COORDINATOR = "NANOCODE_COORDINATOR"
 ENV_NUM_PROCESSES = "NANOCODE_NUM_PROCESSES"
@@ -76,7 +76,7 @@ def initialize(
 
 # Gin wiring for cluster files (pod.gin): `distributed_initialize.auto = True`; trainers call
 # `nanocode.core.config.build(initialize)` first thing so those bindings apply.
-gin.register("distributed_initialize", module="nanocode")(initialize)
+register_config(initialize, "distributed_initialize")
 
 
 def process_index() -> int:

@@ -155,6 +155,16 @@ def names(kind_name: str) -> list[str]:
     return kind(kind_name).names()
 
 
+def register_config(obj: T, name: str | None = None, module: str = "nanocode") -> T:
+    """Expose a top-level experiment dataclass (or function) to gin as `nanocode.<Name>`, leaving it untouched.
+
+    Safe at any time, also after a config was finalized (a plugin imported late), unlike a bare gin.register.
+    """
+    with gin.unlock_config():
+        gin.register(name or obj.__name__, module=module)(obj)
+    return obj
+
+
 # -- the gin mirror -------------------------------------------------------------------------------------------------
 def _gin_module(kind_name: str) -> str:
     return f"nanocode.{kind_name}"

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import gin
+from nanocode.core.registry import register_config
 
 DEFAULT_BASE_DIR = "~/.cache/nanocode"
 
@@ -61,4 +61,4 @@ class Workspace:
         return self.model_dir / "report"
 
 
-gin.register(Workspace, module="nanocode")
+register_config(Workspace)

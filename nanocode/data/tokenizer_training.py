@@ -14,12 +14,11 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import gin
-
 from nanocode.core.errors import ConfigError, DataError
 from nanocode.core.interfaces import SPECIAL_TOKENS, DataMixture, DataSource, Tokenizer
 from nanocode.core.kinds import TOKENIZERS
 from nanocode.core.progress import Progress
+from nanocode.core.registry import register_config
 from nanocode.core.workspace import Workspace
 from nanocode.data import parquet
 
@@ -123,4 +122,4 @@ class TokenizerTraining:
         return tokenizer
 
 
-gin.register(TokenizerTraining, module="nanocode")
+register_config(TokenizerTraining)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import gin
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -27,6 +26,7 @@ from nanocode.core import sharding as S
 from nanocode.core.errors import ConfigError
 from nanocode.core.interfaces import LanguageModel
 from nanocode.core.kinds import ATTENTION, MODELS
+from nanocode.core.registry import register_config
 from nanocode.models import attention as _attention  # noqa: F401  (registers the built-in attention implementations)
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -75,7 +75,7 @@ class GPTConfig:
         return jnp.dtype(COMPUTE_DTYPES[self.compute_dtype])
 
 
-gin.register(GPTConfig, module="nanocode")
+register_config(GPTConfig)
 
 # The nanocode model sizes (experiments/base/model/<name>.gin binds the same values). d3, the CPU debug model, keeps
 # fp32 numerics; the others compute in bf16 (weights, norms, softmax and logits stay fp32).
