@@ -25,6 +25,11 @@ from nanocode.train.state import TrainState
 # (model, tokens [b, T+1], mask [b, T+1] | None) -> (sum of token losses, valid tokens)
 LossFn = Callable[[nnx.Module, jax.Array, jax.Array | None], tuple[jax.Array, jax.Array]]
 
+# Rematerialisation of the forward pass in the backward pass, by name (None: keep every activation).
+# 'dots' keeps only the outputs of weight matmuls (dots without batch dimensions) and recomputes the rest —
+# norms, RoPE, activations and the [t, t] attention scores, which dominate memory at long sequence lengths.
+REMAT_POLICIES = {"dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
 
 def micro_batches(x: jax.Array, n: int) -> jax.Array:
     """[B, ...] -> [n, B/n, ...], micro-batch i holding rows i, i+n, i+2n, ...
@@ -46,12 +51,15 @@ def accumulate(
     accum_steps: int,
     loss_fn: LossFn = loss_sums,
     micro_sharding: jax.sharding.Sharding | None = None,
+    remat: str | None = None,
 ) -> tuple[Any, jax.Array, jax.Array]:
     """(gradient sum, loss sum, valid-token count) over the batch, scanning `accum_steps` micro-batches."""
 
     def sums(p, tokens, mask):
         return loss_fn(nnx.merge(graphdef, p, rest), tokens, mask)
 
+    if remat is not None:
+        sums = jax.checkpoint(sums, policy=REMAT_POLICIES[remat])
     grad_fn = jax.value_and_grad(sums, has_aux=True)
 
     def one(tokens, mask):
@@ -85,17 +93,20 @@ def make_train_step(
     batch_sharding: jax.sharding.Sharding | None = None,
     loss_fn: LossFn = loss_sums,
     learning_rate: Callable[[jax.Array], jax.Array] | None = None,
+    remat: str | None = None,
 ):
     """The jitted `step(state, batch) -> (state, metrics)`; `batch` is {"tokens": int32[B, T+1]} plus, for loss
     masking, "mask": int[B, T+1] (mask[:, t+1] != 0 keeps target t). The state argument is donated.
 
     metrics: loss (per-token mean over valid targets), grad_norm (of that mean's gradient), valid_tokens, and lr
-    when `learning_rate(step)` is given.
+    when `learning_rate(step)` is given. `remat` names a policy of REMAT_POLICIES.
     """
+    if remat is not None and remat not in REMAT_POLICIES:
+        raise ValueError(f"unknown remat policy {remat!r} (known: {', '.join(REMAT_POLICIES)})")
 
     def step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
         grads, loss_sum, count = accumulate(
-            graphdef, state.params, state.rest, batch, accum_steps, loss_fn, micro_sharding=batch_sharding
+            graphdef, state.params, state.rest, batch, accum_steps, loss_fn, batch_sharding, remat
         )
         denom = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g / denom, grads)
