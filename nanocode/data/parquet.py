@@ -18,6 +18,11 @@ ROW_GROUP_SIZE = 1024
 TEXT_COLUMN = "text"
 
 
+def _reason(e: Exception) -> str:
+    """pyarrow's message on one line (its thrift errors span several)."""
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"
+
+
 def shard_name(index: int) -> str:
     return f"shard_{index:05d}.parquet"
 
@@ -39,7 +44,7 @@ def check_shard(path: str | Path) -> int:
     try:
         meta = pq.ParquetFile(path).metadata
     except Exception as e:
-        raise DataError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from e
+        raise DataError(f"{path}: not a readable parquet file ({_reason(e)})") from e
     if TEXT_COLUMN not in meta.schema.names:
         raise DataError(f"{path}: no '{TEXT_COLUMN}' column (columns: {', '.join(meta.schema.names)})")
     if meta.num_row_groups == 0 or meta.num_rows == 0:
@@ -56,7 +61,7 @@ def read_row_group(path: str | Path, index: int) -> list[str]:
     try:
         table = pq.ParquetFile(path).read_row_group(index, columns=[TEXT_COLUMN])
     except Exception as e:
-        raise DataError(f"{path}: row group {index} unreadable ({type(e).__name__}: {e})") from e
+        raise DataError(f"{path}: row group {index} unreadable ({_reason(e)})") from e
     return table.column(TEXT_COLUMN).to_pylist()
 
 
