@@ -1,0 +1,271 @@
+"""The inference engine: prefill and decode over a preallocated KV cache, with fixed shapes and sampling.
+
+The cache holds keys and values of every layer, `[layers, batch, max_len, kv_heads, head_dim]` in the compute dtype,
+and each row's fill level `lengths[b]` (on the host). Feeding t new tokens to a row writes their k/v at positions
+lengths[b] .. lengths[b]+t-1 and lets them attend over positions 0 .. own position (a causal mask with a per-row
+offset), so a conversation's next turn only feeds its new tokens: the history is never encoded again.
+
+Fixed shapes, so nothing recompiles per token or per turn: a decode step is always [batch, 1], and a prefill pads its
+tokens to a power-of-two bucket (min_bucket .. max_bucket; longer inputs go in chunks). Padding is harmless: its k/v
+land beyond the row's length, where the causal mask hides them until real tokens overwrite them, and writes past
+the end of the cache are dropped. The number of compilations is therefore bounded by
+(number of buckets + 1) per batch size; `Engine.traces` counts them.
+
+The forward pass reuses the model's own modules (embedding, each block's q/k/v projections, RoPE, QK-norm, MLP,
+head) and mirrors `Block.__call__`; a research fork that overrides `Block.__call__` itself must also give the engine
+a cached path (it is refused with a clear error rather than silently decoded wrong). Attention over the cache is the
+'xla' implementation, whatever the model trained with (it is the only one that takes a query offset).
+
+Weights are cast once to the compute dtype: the model casts its fp32 masters at every use anyway, so the results
+are identical, and decode, which is bound by reading the weights, reads half the bytes in bf16.
+
+    engine = Engine(model, max_len=1024)
+    cache = engine.new_cache(batch=1)
+    for column in engine.generate(cache, [prompt_ids], [SamplingParams(0.6, top_k=50)], max_new_tokens=256):
+        print(column[0])  # the new token of row 0, or None once the row stopped
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jaxtyping import Array, Float, Int
+
+from nanocode.core.errors import ConfigError
+from nanocode.models import sampling
+from nanocode.models.attention import xla_attention
+from nanocode.models.gpt import GPT, Block, rms_norm
+from nanocode.models.sampling import SamplingParams
+
+
+class ContextFull(ValueError):
+    """The tokens to feed do not fit in a row's cache. `needed` and `available` say by how much."""
+
+    def __init__(self, needed: int, available: int):
+        super().__init__(f"context full: {needed} tokens to add but only {available} free positions in the cache")
+        self.needed, self.available = needed, available
+
+
+@dataclass
+class KVCache:
+    """Keys/values of every layer for `batch` rows of up to `max_len` tokens, and how many each row holds.
+
+    The engine replaces `k` and `v` with new arrays at every call (the old buffers are donated to the update).
+    """
+
+    k: Float[Array, "l b t h d"]
+    v: Float[Array, "l b t h d"]
+    lengths: np.ndarray  # int32[batch]: tokens of each row already in the cache
+
+    @property
+    def batch(self) -> int:
+        return self.k.shape[1]
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[2]
+
+    def free(self, row: int = 0) -> int:
+        return self.max_len - int(self.lengths[row])
+
+    def reset(self, rows: Sequence[int] | None = None) -> None:
+        """Forget rows (all by default): their old entries become invisible and are overwritten as they refill."""
+        if rows is None:
+            self.lengths[:] = 0
+        else:
+            self.lengths[list(rows)] = 0
+
+    def truncate(self, row: int, length: int) -> None:
+        """Keep only the first `length` tokens of a row (e.g. to regenerate from an earlier point)."""
+        if not 0 <= length <= self.lengths[row]:
+            raise ValueError(f"cannot truncate row {row} holding {self.lengths[row]} tokens to {length}")
+        self.lengths[row] = length
+
+
+def next_power_of_two(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+class Engine:
+    """Batched KV-cache generation for a GPT (any registered subclass that keeps Block's residual structure)."""
+
+    def __init__(self, model: GPT, *, max_len: int | None = None, min_bucket: int = 16, max_bucket: int = 512):
+        for block in model.blocks:
+            if type(block).__call__ is not Block.__call__:
+                raise ConfigError(
+                    f"Engine: {type(block).__name__} overrides Block.__call__, so the engine's cached forward "
+                    "(which mirrors Block.__call__) would not match it; give the fork its own cached path"
+                )
+        self.config = model.config
+        self.max_len = int(max_len or model.config.sequence_len)
+        if self.max_len < 2:
+            raise ValueError(f"max_len must be >= 2, got {self.max_len}")
+        self.min_bucket = min(next_power_of_two(min_bucket), next_power_of_two(self.max_len))
+        self.max_bucket = max(self.min_bucket, min(next_power_of_two(max_bucket), next_power_of_two(self.max_len)))
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        dtype = model.config.dtype
+        self._graphdef = graphdef
+        self._params = jax.tree.map(lambda p: jnp.asarray(p, dtype), params)
+        self._rest = rest
+        self.traces = 0  # how many times a jitted function was traced (= compiled) so far
+        # Donating the cache lets XLA write the new k/v in place instead of copying the whole cache every token.
+        self._forward_jit = jax.jit(self._forward, donate_argnums=(2, 3))
+        self._step_jit = jax.jit(self._step, donate_argnums=(2, 3))
+
+    # ---------------------------------------------------------------------------------------------- cache
+    def new_cache(self, batch: int = 1) -> KVCache:
+        c = self.config
+        shape = (c.n_layer, batch, self.max_len, c.n_kv_head, c.head_dim)
+        return KVCache(jnp.zeros(shape, c.dtype), jnp.zeros(shape, c.dtype), np.zeros((batch,), np.int32))
+
+    def cache_bytes(self, batch: int = 1) -> int:
+        c = self.config
+        return 2 * c.n_layer * batch * self.max_len * c.n_kv_head * c.head_dim * c.dtype.itemsize
+
+    def param_bytes(self) -> int:
+        """Bytes of the weights the engine holds (compute dtype)."""
+        return sum(p.size * p.dtype.itemsize for p in jax.tree.leaves(self._params))
+
+    # ---------------------------------------------------------------------------------------------- jitted parts
+    def _forward(
+        self,
+        params,
+        rest,
+        k_cache: Float[Array, "l b t h d"],
+        v_cache: Float[Array, "l b t h d"],
+        tokens: Int[Array, "b s"],
+        lengths: Int[Array, " b"],
+        n_new: Int[Array, " b"],
+    ):
+        """Feed tokens[b, :n_new[b]] at positions lengths[b]...; returns the caches and the logits [b, v] that
+        follow each row's last new token (garbage for rows with n_new == 0)."""
+        self.traces += 1  # Python side effect: runs once per trace, i.e. per compilation
+        model = nnx.merge(self._graphdef, params, rest)
+        b, s = tokens.shape
+        positions = lengths[:, None] + jnp.arange(s, dtype=jnp.int32)[None, :]  # [b, s]
+        rows = jnp.arange(b)[:, None]
+        x = model.embed(tokens)
+        cos, sin = model.rope(positions)
+        scale = 1.0 / math.sqrt(self.config.head_dim)
+        for i, block in enumerate(model.blocks):  # Block.__call__, with the attention going through the cache
+            attn = block.attn
+            q, k, v = attn.qkv(rms_norm(x), cos, sin)
+            # mode="drop": padding that would run past the end of the cache is not written (rather than clamped).
+            k_cache = k_cache.at[i, rows, positions].set(k.astype(k_cache.dtype), mode="drop")
+            v_cache = v_cache.at[i, rows, positions].set(v.astype(v_cache.dtype), mode="drop")
+            y = xla_attention(q, k_cache[i], v_cache[i], scale=scale, q_offset=lengths)
+            x = x + attn.out(y)
+            x = x + block.mlp(rms_norm(x))
+        last = jnp.clip(n_new - 1, 0, s - 1)
+        h = rms_norm(x[jnp.arange(b), last])[:, None, :]  # only the positions whose logits are used
+        return k_cache, v_cache, model.head(h)[:, 0, :]
+
+    def _step(self, params, rest, k_cache, v_cache, tokens, lengths, n_new, seeds, temperature, top_k, top_p):
+        """_forward, then sample the token at position lengths + n_new of each row."""
+        k_cache, v_cache, logits = self._forward(params, rest, k_cache, v_cache, tokens, lengths, n_new)
+        nxt = sampling.sample(logits, seeds, lengths + n_new, temperature, top_k, top_p)
+        return k_cache, v_cache, nxt
+
+    # ---------------------------------------------------------------------------------------------- feeding
+    def _chunks(self, cache: KVCache, new_tokens: Sequence[Sequence[int]]):
+        """Split each row's new tokens into bucket-padded chunks: yields (tokens [b, bucket], n_new [b])."""
+        if len(new_tokens) != cache.batch:
+            raise ValueError(f"{len(new_tokens)} rows of tokens for a cache of batch {cache.batch}")
+        for row, toks in enumerate(new_tokens):
+            if len(toks) > cache.free(row):
+                raise ContextFull(len(toks), cache.free(row))
+        done = [0] * cache.batch
+        while True:
+            sizes = [min(len(t) - d, self.max_bucket) for t, d in zip(new_tokens, done)]
+            if max(sizes) == 0:
+                return
+            bucket = max(self.min_bucket, next_power_of_two(max(sizes)))
+            chunk = np.zeros((cache.batch, bucket), np.int32)
+            for row, (toks, d, n) in enumerate(zip(new_tokens, done, sizes)):
+                chunk[row, :n] = toks[d : d + n]
+                done[row] += n
+            yield chunk, np.asarray(sizes, np.int32)
+
+    def logits(self, cache: KVCache, new_tokens: Sequence[Sequence[int]]) -> np.ndarray:
+        """Feed tokens to each row; returns fp32 logits [batch, vocab] after each row's last fed token."""
+        out = np.zeros((cache.batch, self.config.vocab_size), np.float32)
+        for chunk, n_new in self._chunks(cache, new_tokens):
+            cache.k, cache.v, logits = self._forward_jit(
+                self._params, self._rest, cache.k, cache.v, chunk, cache.lengths.copy(), n_new
+            )
+            fed = n_new > 0
+            out[fed] = np.asarray(logits)[fed]
+            cache.lengths += n_new
+        return out
+
+    def feed(self, cache: KVCache, new_tokens: Sequence[Sequence[int]], params: dict[str, np.ndarray]) -> np.ndarray:
+        """Feed tokens to each row and sample what follows; returns int32[batch] (-1 for rows fed nothing).
+
+        `params` is `sampling.stack([...])` of one SamplingParams per row.
+        """
+        out = np.full((cache.batch,), -1, np.int32)
+        for chunk, n_new in self._chunks(cache, new_tokens):
+            cache.k, cache.v, nxt = self._step_jit(
+                self._params, self._rest, cache.k, cache.v, chunk, cache.lengths.copy(), n_new, **params
+            )
+            fed = n_new > 0
+            out[fed] = np.asarray(nxt)[fed]
+            cache.lengths += n_new
+        return out
+
+    # ---------------------------------------------------------------------------------------------- generation
+    def generate(
+        self,
+        cache: KVCache,
+        new_tokens: Sequence[Sequence[int]],
+        params: Sequence[SamplingParams] | SamplingParams = sampling.GREEDY,
+        *,
+        max_new_tokens: int | Sequence[int],
+        stop_ids: Sequence[int] = (),
+    ) -> Iterator[list[int | None]]:
+        """Feed each row its new tokens (appended to what it holds), then sample until every row stops.
+
+        Yields one column per step: the new token of each row, or None for a row that has stopped. A row stops after
+        yielding a token in `stop_ids` (the stop token is yielded), after max_new_tokens tokens, or when its cache
+        is full. Rows with max_new_tokens 0 take no part (their new tokens are still fed).
+
+        `generator.send(rows)` instead of next() also ends the given rows (e.g. on a stop string).
+
+        Afterwards the cache holds every fed token and every yielded token except each row's last one, which was
+        sampled but never fed: a conversation feeds it at the start of its next turn. Closing the generator early
+        leaves the cache in that same consistent state.
+        """
+        b = cache.batch
+        if isinstance(params, SamplingParams):
+            params = [params] * b
+        limits = np.broadcast_to(np.asarray(max_new_tokens, np.int64), (b,)).copy()
+        if len(params) != b or (limits < 0).any():
+            raise ValueError(f"need one SamplingParams and a max_new_tokens >= 0 per row (batch {b})")
+        stop = np.asarray(sorted(set(stop_ids)), np.int32)
+        args = sampling.stack(list(params))
+        nxt = self.feed(cache, new_tokens, args)
+        # The last yielded token must fit in the cache when fed later: at most `free` tokens per row.
+        limits = np.minimum(limits, [cache.free(r) for r in range(b)])
+        active = (limits > 0) & (nxt >= 0)
+        counts = np.zeros((b,), np.int64)
+        while active.any():
+            stop_rows = yield [int(nxt[r]) if active[r] else None for r in range(b)]
+            if stop_rows:  # the caller ended these rows (a stop string, a client gone): feed them no more
+                active[list(stop_rows)] = False
+            counts += active
+            active &= (counts < limits) & ~np.isin(nxt, stop)
+            if not active.any():
+                return
+            n_new = active.astype(np.int32)
+            column = np.where(active, nxt, 0).astype(np.int32)[:, None]  # stopped rows feed a harmless id
+            cache.k, cache.v, nxt_dev = self._step_jit(
+                self._params, self._rest, cache.k, cache.v, column, cache.lengths.copy(), n_new, **args
+            )
+            cache.lengths += n_new
+            nxt = np.asarray(nxt_dev)

@@ -1,0 +1,171 @@
+"""The KV-cache engine against full recomputation: logits, greedy tokens, batching, stops, bounded compiles."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from nanocode.models.engine import ContextFull, Engine, next_power_of_two
+from nanocode.models.gpt import GPT, GPTConfig
+from nanocode.models.sampling import GREEDY, SamplingParams
+
+TINY = GPTConfig(sequence_len=128, vocab_size=523, n_layer=2, n_head=4, n_kv_head=2, n_embd=32)
+
+
+def tiny_model(config: GPTConfig = TINY, seed: int = 0) -> GPT:
+    """A random GPT whose every weight is non-zero (the zero-initialised projections would make each block the
+    identity, and then the cache would not matter), scaled so the logits are far from ties."""
+    model = GPT(config, rngs=nnx.Rngs(seed))
+    params = jax.tree.leaves(nnx.state(model, nnx.Param), is_leaf=lambda x: isinstance(x, nnx.Variable))
+    keys = iter(jax.random.split(jax.random.key(seed + 1), len(params)))
+    for p in params:
+        p[...] = 0.5 * jax.random.normal(next(keys), p.shape)
+    return model
+
+
+def full_logits(model: GPT, seq: list[int]) -> np.ndarray:
+    """The plain model's logits at every position of `seq`, no cache: one jitted forward over a fixed-width buffer
+    (causal attention: the right padding cannot change the positions read), so every length compiles once."""
+    width = model.config.sequence_len
+    graphdef, state = nnx.split(model)
+    forward = _FORWARDS.setdefault(id(model), jax.jit(lambda s, t: nnx.merge(graphdef, s)(t)))
+    padded = np.zeros((1, width), np.int32)
+    padded[0, : len(seq)] = seq
+    return np.asarray(forward(state, padded))[0, : len(seq)]
+
+
+_FORWARDS: dict = {}
+
+
+def greedy_reference(model: GPT, prompt: list[int], max_new: int, stop_ids=()) -> list[int]:
+    """Greedy decoding by re-running the whole model on the whole sequence for every token (no cache)."""
+    seq, out = list(prompt), []
+    for _ in range(max_new):
+        token = int(np.argmax(full_logits(model, seq)[-1]))
+        out.append(token)
+        if token in stop_ids:
+            break
+        seq.append(token)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+def prompt(n: int, seed: int) -> list[int]:
+    return np.random.default_rng(seed).integers(0, TINY.vocab_size, n).tolist()
+
+
+def test_prefill_logits_match_the_full_forward_across_chunks(model):
+    engine = Engine(model, min_bucket=4, max_bucket=8)  # 21 tokens: chunks of 8 + 8 + 5 (bucket 8)
+    ids = prompt(21, 0)
+    full = np.asarray(model(jnp.asarray([ids])))[0]
+    cache = engine.new_cache(1)
+    np.testing.assert_allclose(engine.logits(cache, [ids]), full[-1:], atol=1e-4, rtol=1e-4)
+    assert cache.lengths.tolist() == [21]
+    # token by token on top of the cache: each step's logits equal the full forward at that position
+    more = prompt(5, 1)
+    full = np.asarray(model(jnp.asarray([ids + more])))[0]
+    for i, t in enumerate(more):
+        np.testing.assert_allclose(engine.logits(cache, [[t]])[0], full[21 + i], atol=1e-4, rtol=1e-4)
+
+
+def test_cached_greedy_equals_recompute_over_three_turns(model):
+    """One conversation, three turns, the cache carried over: each turn feeds only its new tokens."""
+    engine = Engine(model, min_bucket=4, max_bucket=16)
+    cache = engine.new_cache(1)
+    history: list[int] = []
+    pending: list[int] = []  # the previous turn's last token: sampled, not yet fed
+    for turn in range(3):
+        user = prompt(7 + 5 * turn, 10 + turn)
+        new = pending + user
+        before = int(cache.lengths[0])
+        out = [col[0] for col in engine.generate(cache, [new], GREEDY, max_new_tokens=12)]
+        assert out == greedy_reference(model, history + new, 12), f"turn {turn}"
+        history += new + out[:-1]
+        pending = out[-1:]
+        # carried over: the cache grew by exactly the new tokens and the fed generated ones, no re-encoding
+        assert int(cache.lengths[0]) == before + len(new) + len(out) - 1 == len(history)
+
+
+def test_stop_ids_end_generation_with_the_stop_token(model):
+    engine = Engine(model, min_bucket=4)
+    ids = prompt(9, 3)
+    ref = greedy_reference(model, ids, 10)
+    stop = ref[4]
+    first = ref.index(stop)
+    cache = engine.new_cache(1)
+    out = [col[0] for col in engine.generate(cache, [ids], GREEDY, max_new_tokens=10, stop_ids=[stop])]
+    assert out == ref[: first + 1]
+    assert cache.lengths.tolist() == [len(ids) + first]  # the stop token itself is not fed
+
+
+def test_batched_equals_unbatched_greedy_and_sampled(model):
+    engine = Engine(model, min_bucket=4, max_bucket=16)
+    prompts = [prompt(3, 20), prompt(19, 21), prompt(8, 22)]
+    settings = [GREEDY, SamplingParams(temperature=1.0, top_k=20, seed=5), SamplingParams(0.8, top_p=0.9, seed=6)]
+    limits = [6, 9, 4]
+    alone = []
+    for p, s, n in zip(prompts, settings, limits):
+        alone.append([c[0] for c in engine.generate(engine.new_cache(1), [p], [s], max_new_tokens=n)])
+    cache = engine.new_cache(4)  # the fourth row takes no part
+    columns = list(engine.generate(cache, prompts + [[]], settings + [GREEDY], max_new_tokens=limits + [0]))
+    together = [[c[r] for c in columns if c[r] is not None] for r in range(4)]
+    assert together[:3] == alone and together[3] == []
+    assert [len(t) for t in alone] == limits
+    assert cache.lengths.tolist() == [len(p) + n - 1 for p, n in zip(prompts, limits)] + [0]
+
+
+def test_send_ends_a_row_early(model):
+    engine = Engine(model, min_bucket=4)
+    cache = engine.new_cache(2)
+    gen = engine.generate(cache, [prompt(5, 30), prompt(6, 31)], GREEDY, max_new_tokens=8)
+    got = [next(gen)]
+    got.append(gen.send([0]))  # stop row 0 after its first token
+    got += list(gen)
+    assert got[1][0] is None and all(c[0] is None for c in got[1:]) and len(got) == 8
+    assert cache.lengths.tolist() == [5, 6 + 7]
+
+
+def test_compile_count_stays_bounded(model):
+    engine = Engine(model, min_bucket=4, max_bucket=16)
+    buckets = [4, 8, 16]
+    for n in (1, 3, 5, 9, 17, 30, 2, 16):
+        cache = engine.new_cache(1)
+        for turn in range(2):  # a second turn on a warm cache compiles nothing new either
+            list(engine.generate(cache, [prompt(n, n + turn)], GREEDY, max_new_tokens=3))
+    # one decode shape plus one prefill shape per bucket, whatever the prompt lengths and turns
+    assert engine.traces == len(buckets) + 1
+    assert engine._step_jit._cache_size() == len(buckets) + 1
+    list(engine.generate(engine.new_cache(1), [prompt(11, 99)], SamplingParams(0.7, top_k=3), max_new_tokens=3))
+    assert engine.traces == len(buckets) + 1  # sampling settings are data, not shapes
+
+
+def test_context_full_and_generation_stops_at_the_end_of_the_cache(model):
+    engine = Engine(model, max_len=24, min_bucket=4)
+    cache = engine.new_cache(1)
+    with pytest.raises(ContextFull):
+        engine.logits(cache, [prompt(25, 40)])
+    assert cache.lengths.tolist() == [0]  # nothing was fed
+    out = [c[0] for c in engine.generate(cache, [prompt(20, 41)], GREEDY, max_new_tokens=50)]
+    assert len(out) == 4 and cache.lengths.tolist() == [23]  # the 4th token would be fed at position 23: fits
+    assert out == greedy_reference(model, prompt(20, 41), 4)
+
+
+def test_bf16_engine_runs_and_tracks_the_fp32_model():
+    import dataclasses
+
+    cfg = dataclasses.replace(TINY, compute_dtype="bfloat16")
+    model = tiny_model(cfg)
+    engine = Engine(model, min_bucket=4)
+    assert engine.param_bytes() == sum(p.size * 2 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    ids = prompt(10, 50)
+    logits = engine.logits(engine.new_cache(1), [ids])
+    np.testing.assert_allclose(logits[0], np.asarray(model(jnp.asarray([ids])))[0, -1], atol=0.15)
+
+
+def test_next_power_of_two():
+    assert [next_power_of_two(n) for n in (1, 2, 3, 4, 5, 16, 17)] == [1, 2, 4, 4, 8, 16, 32]
