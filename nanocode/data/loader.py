@@ -34,6 +34,7 @@ import functools
 import itertools
 import queue
 import threading
+import weakref
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -120,12 +121,9 @@ class _Feeding:
 
 
 def tokenize(tokenizer: Tokenizer, texts: list[str]) -> list[Int32[np.ndarray, " n"]]:
-    """Each text as int32 tokens with a leading BOS: one batch encode, one flat array, one view per document."""
-    ids = tokenizer.encode_batch(texts, bos=True)
-    lengths = [len(x) for x in ids]
-    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=sum(lengths))
-    ends = itertools.accumulate(lengths)
-    return [flat[end - n : end] for n, end in zip(lengths, ends)]
+    """Each text as int32 tokens with a leading BOS, from one batch encode. One array per document (not views of a
+    shared one): a long document may wait in the buffer for ages and must not pin its whole row group's tokens."""
+    return [np.array(ids, dtype=np.int32) for ids in tokenizer.encode_batch(texts, bos=True)]
 
 
 class PackedStream:
@@ -151,6 +149,8 @@ class PackedStream:
             raise ValueError(f"process_index {process_index} not in [0, process_count={process_count})")
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', not {split!r}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
         self.mixture, self.tokenizer = mixture, tokenizer
         self.batch_size, self.seq_len, self.split, self.seed = batch_size, seq_len, split, seed
         self.process = (process_index, process_count)
@@ -414,6 +414,7 @@ class PackedLoader:
             target=_produce, args=(self._stream, self._queue, self._stop), name="nanocode-loader", daemon=True
         )
         self._thread.start()
+        weakref.finalize(self, self._stop.set)  # a loader dropped without close() still lets its thread end
 
     def state(self) -> dict[str, Any]:
         """The position after the last batch handed out (JSON-serialisable; a copy)."""
