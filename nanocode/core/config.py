@@ -107,8 +107,8 @@ def build(configurable: type | object, what: str = ""):
     fn = gin.get_configurable(configurable)
     try:
         return fn()
-    except ConfigError:
-        raise
+    except ConfigError as e:  # gin appends "In call to configurable ..." lines: keep the one-line reason
+        raise ConfigError(str(e).splitlines()[0]) from e
     except Exception as e:
         name = what or getattr(configurable, "__name__", str(configurable))
         raise ConfigError(f"building {name}: {one_line(e)}") from e

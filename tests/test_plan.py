@@ -1,0 +1,92 @@
+"""`nanocode plan`: sizes, FLOPs and horizon from shapes alone; the d24 step compiled ahead of time fits a v6e chip."""
+
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from nanocode.cli.main import main
+from nanocode.cli.plan import memory_lines
+from nanocode.core import config
+from nanocode.registry import load_builtins
+
+
+def build(gin_file: str, *params: str):
+    load_builtins()
+    from nanocode.train.pretrain import Pretraining
+
+    config.parse([gin_file], list(params))
+    return config.build(Pretraining)
+
+
+def test_d24_plan_matches_nanocode(gin_clean):
+    plan = build("experiments/d24_tpu_v6e8.gin").plan()
+    assert plan.params["total"] == 1_342_177_280
+    assert plan.tokens_per_step == 1_048_576  # 32 rows per chip x 8 chips x 4,096
+    assert plan.num_steps == 10_241  # ceil(8 x params / tokens per step) + 1, as nanocode
+    assert plan.accum_steps == 32 and plan.micro_batch_size == 8
+    assert plan.flops_per_token == 10_066_329_600
+
+
+def test_experiments_differ_only_in_values(gin_clean):
+    """d12_gpu, d20 and d24 bind the same names (includes and Pretraining fields), only the values differ."""
+    import re
+
+    def names(path):
+        text = open(path).read()
+        return sorted(
+            re.sub(r"/\w+\.gin'", "'", line.split("=")[0]).strip()
+            for line in text.splitlines()
+            if line.strip() and not line.startswith("#")
+        )
+
+    reference = names("experiments/d24_tpu_v6e8.gin")
+    for other in ("experiments/d20_tpu_v6e8.gin", "experiments/d12_gpu.gin"):
+        assert names(other) == reference, other
+    plans = {f: build(f"experiments/{f}.gin").plan() for f in ("d12_gpu", "d20_tpu_v6e8")}
+    assert plans["d12_gpu"].num_steps == 1033 and plans["d20_tpu_v6e8"].num_steps == 3641
+
+
+def test_plan_command_prints_counts(gin_clean, capsys):
+    assert main(["plan", "--gin_file", "experiments/debug_cpu.gin"]) == 0
+    out = capsys.readouterr().out
+    assert "total 4,472,832" in out and "FLOPs per token" in out and "steps:" in out
+
+
+def test_plan_refuses_a_batch_that_does_not_split(gin_clean, capsys):
+    code = main(["plan", "--gin_file", "experiments/debug_cpu.gin", "--gin_param", "Pretraining.micro_batch_size = 5"])
+    err = capsys.readouterr().err
+    assert code == 2 and "micro_batch_size = 5 does not divide batch_size" in err and len(err.strip().splitlines()) == 1
+
+
+def test_plan_compile_in_a_fresh_process_on_the_debug_experiment():
+    """The CLI sets up its own simulated devices (here 1, the cpu mesh) and prints the memory analysis."""
+    out = subprocess.run(
+        [sys.executable, "-m", "nanocode.cli.main", "plan", "--gin_file", "experiments/debug_cpu.gin", "--compile"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "compiled the train step" in out.stdout and "peak estimate" in out.stdout
+
+
+@pytest.mark.slow
+def test_d24_compiles_and_fits(gin_clean):
+    """The d24 step with its real shapes (256 x 4,096 tokens, 32 micro-batches, FSDP over 8) compiled for 8
+    simulated devices. Splash attention is a TPU kernel, so XLA attention with remat 'dots' stands in for it."""
+    experiment = build("experiments/d24_tpu_v6e8.gin", "GPTConfig.attention = 'xla'", "Pretraining.remat = 'dots'")
+    mesh = experiment.mesh.make(jax.devices()[:8])
+    analysis = experiment.compile_step(mesh).memory_analysis()
+    lines = memory_lines(analysis)
+    print("\n".join(lines))
+    peak = (
+        analysis.argument_size_in_bytes
+        + analysis.output_size_in_bytes
+        - analysis.alias_size_in_bytes
+        + analysis.temp_size_in_bytes
+    )
+    # the state (params, optimizer, rng) is an argument; sharded 8 ways it is ~1/8 of ~17 GiB
+    assert 1.5 * 2**30 < analysis.argument_size_in_bytes < 3 * 2**30
+    assert peak < 32e9, f"{peak / 2**30:.1f} GiB per device does not fit a v6e chip"
