@@ -102,8 +102,7 @@ def test_run_merges_output_and_reports_exit_code(sandbox):
 
 def test_background_processes_do_not_outlive_the_command(sandbox):
     r = sandbox.run("sleep 300 & echo $! > pid.txt; echo started")
-    assert r.output == "started\n" and r.exit_code == 0
-    assert r.duration_s < 30  # it did not wait for the sleep (a sanity bound, not a timing claim)
+    assert (r.output, r.exit_code, r.stopped) == ("started\n", 0, None)  # it did not wait for the sleep (timeout 10 s)
     assert not _sleepers("sleep 300")
 
 

@@ -59,6 +59,8 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TICK_S = 0.02  # how often the supervisor looks at the clock and the process count
 SCAN_EVERY_S = 1.0  # full /proc scans at least this often even when the system thread count looks calm
 KERNEL_PID_CAP_MIN = 300  # pid_max cannot go below 301 (RESERVED_PIDS + 1)
+# util-linux unshare --fork re-raises its child's fatal signal, but cannot for SIGKILL and says this instead
+UNSHARE_SIGKILL_NOTE = b"unshare: sigprocmask unblock failed: Invalid argument\n"
 
 
 class SandboxPathError(NanocodeError):
@@ -214,11 +216,10 @@ class Sandbox:
         """The containment commands get here. The kernel process cap is pid_max in the PID namespace, else
         RLIMIT_NPROC, which binds for every uid but 0."""
         plan = self._plan()
+        caps = [self.max_processes] if os.geteuid() != 0 else []
         if plan.use_pid_max:
-            cap = max(KERNEL_PID_CAP_MIN, self.max_processes)
-        else:
-            cap = None if os.geteuid() == 0 else self.max_processes
-        return dataclasses.replace(plan.isolation, kernel_process_cap=cap)
+            caps.append(max(KERNEL_PID_CAP_MIN, self.max_processes))
+        return dataclasses.replace(plan.isolation, kernel_process_cap=min(caps) if caps else None)
 
     def run(self, command: str, *, timeout_s: float | None = None) -> CommandResult:
         """Run `bash -c command` in the workspace under every limit above; never raises for a failing command."""
@@ -300,8 +301,7 @@ def _candidate_plans(network: bool, readonly: bool) -> list[_Plan]:
         user = () if root else ("--user", "--map-root-user")
         net = () if network else ("--net",)
         pid = ("--pid", "--fork", "--kill-child", "--mount-proc")
-        # pid_max is per PID namespace only since Linux 6.14; before, writing it would change the host's. Never risk.
-        pid_max = _kernel_at_least(6, 14)
+        pid_max = _pid_max_is_namespaced(unshare, user)
         if readonly and mount:
             plans.append(
                 _Plan((unshare, *user, *net, *pid, "--"), Isolation(not network, True, True, setpriv), pid_max)
@@ -364,6 +364,9 @@ class _Supervisor:
         self.proc.wait()
         self.proc.stdout.close()
         code = None if stopped else _exit_code(self.proc.returncode)
+        if self.pid_namespace and code == 1 and kept.endswith(UNSHARE_SIGKILL_NOTE):
+            del kept[-len(UNSHARE_SIGKILL_NOTE) :]  # the namespace's init was SIGKILLed from outside
+            code = 128 + signal.SIGKILL
         text = bytes(kept).decode("utf-8", errors="replace")
         return CommandResult(text, code, stopped, truncated, time.monotonic() - start, detail)
 
@@ -485,6 +488,29 @@ def _mounts() -> list[tuple[str, list[str]]]:
 
 def _is_within(path: str, root: Path) -> bool:
     return os.path.commonpath([path, str(root)]) == str(root)
+
+
+def _pid_max_is_namespaced(unshare: str, user: tuple[str, ...]) -> bool:
+    """Can a PID namespace set its own pid_max (Linux >= 6.14) without touching the host's? Older kernels have one
+    global pid_max, which root could lower for the whole machine: so check the version, then check the effect with
+    a harmless change (one less than the namespace's value) and put the host's value back if it ever moved."""
+    if not _kernel_at_least(6, 14):
+        return False
+    path = "/proc/sys/kernel/pid_max"
+    script = f"v=$(cat {path}) && echo $((v - 1)) > {path}"
+    host = Path(path).read_text()
+    try:
+        done = subprocess.run(
+            [unshare, *user, "--pid", "--fork", "--mount-proc", "--", "/bin/sh", "-c", script],
+            capture_output=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    if Path(path).read_text() != host:
+        Path(path).write_text(host)
+        return False
+    return done.returncode == 0
 
 
 def _kernel_at_least(major: int, minor: int) -> bool:
