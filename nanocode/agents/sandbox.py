@@ -58,6 +58,7 @@ from nanocode.core.errors import ConfigError, NanocodeError
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TICK_S = 0.02  # how often the supervisor looks at the clock and the process count
 SCAN_EVERY_S = 1.0  # full /proc scans at least this often even when the system thread count looks calm
+LAUNCH_ATTEMPTS = 3  # launches of one command whose launcher died before the command started
 KERNEL_PID_CAP_MIN = 300  # pid_max cannot go below 301 (RESERVED_PIDS + 1)
 # util-linux unshare --fork re-raises its child's fatal signal, but cannot for SIGKILL and says this instead
 UNSHARE_SIGKILL_NOTE = b"unshare: sigprocmask unblock failed: Invalid argument\n"
@@ -226,20 +227,39 @@ class Sandbox:
         if "\x00" in command:
             return CommandResult("", None, stopped="invalid", stop_detail="command contains a NUL byte")
         plan = self._plan()
-        argv = [*plan.prefix, *self._launcher(plan, command)]
-        proc = subprocess.Popen(
-            argv,
-            cwd=self.root,
-            env=self.environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own session and process group: one killpg reaches the whole tree
-            close_fds=True,
-        )
-        return _Supervisor(proc, self, timeout_s or self.timeout_s, plan.isolation.pid_namespace).wait()
+        # The launcher writes one byte to a private pipe right before it hands over to the command. When `unshare`
+        # dies before that (seen here about once in 40 launches from concurrent threads: "sigprocmask unblock
+        # failed" and a SIGKILL), the command never ran, so launching again is safe; a command that started is never
+        # run twice. The pipe is closed before the command starts, so the command cannot see or use it.
+        for _ in range(LAUNCH_ATTEMPTS):
+            started_r, started_w = os.pipe()
+            try:
+                argv = [*plan.prefix, *self._launcher(plan, command, started_w)]
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=self.root,
+                    env=self.environment(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own session and process group: one killpg reaches the whole tree
+                    close_fds=True,
+                    pass_fds=(started_w,),
+                )
+                os.close(started_w)
+                started_w = -1
+                result = _Supervisor(proc, self, timeout_s or self.timeout_s, plan.isolation.pid_namespace).wait()
+                os.set_blocking(started_r, False)
+                started = _read(started_r)
+            finally:
+                os.close(started_r)
+                if started_w >= 0:
+                    os.close(started_w)
+            if started or result.stopped:
+                break
+        return result
 
-    def _launcher(self, plan: _Plan, command: str) -> list[str]:
+    def _launcher(self, plan: _Plan, command: str, started_fd: int | None = None) -> list[str]:
         """`bash -c PRELUDE` that sets limits (and, inside namespaces, pid_max and read-only mounts) then runs the
         command as a child of a capability-free bash, so the command is never PID 1 (PID 1 ignores most signals)."""
         iso, q = plan.isolation, shlex.quote
@@ -264,6 +284,8 @@ class Sandbox:
         if os.geteuid() != 0:  # the kernel never applies RLIMIT_NPROC to uid 0
             lines.append(f"ulimit -u {_user_process_count() + self.max_processes}")
         lines.append("set +e")
+        if started_fd is not None:
+            lines.append(f"printf . >&{started_fd}; exec {started_fd}>&-")
         drop = "setpriv --bounding-set=-all --inh-caps=-all --no-new-privs -- " if iso.capabilities_dropped else ""
         lines.append(
             f'exec {drop}/bin/bash --noprofile --norc -c \'/bin/bash --noprofile --norc -c "$1"; exit $?\' sh "$1"'
