@@ -44,7 +44,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("tokenizer-eval", "tok-eval"),
     Stage("pretrain", "pretrain", ("--resume",), needs_module="nanocode.train.pretrain"),
     Stage("sft", "sft", ("--resume",), needs_module="nanocode.train.sft"),
-    Stage("synth", "synth", ("rollouts",), needs_module="nanocode.cli.synth"),
+    Stage("synth", "synth", ("tasks",), needs_module="nanocode.agents.rollouts"),
     Stage("align", "align", ("--resume",), needs_module="nanocode.train.align"),
     Stage("eval", "eval", ("--suite", "all"), needs_module="nanocode.cli.eval_cmd"),
     Stage("report", "report", needs_module="nanocode.cli.report"),

@@ -7,6 +7,7 @@ typo or missing value fails before any compute. Nothing gin-wrapped reaches jitt
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -17,6 +18,19 @@ import gin
 from nanocode.core.errors import ConfigError
 from nanocode.core.io import write_text
 from nanocode.core.plugins import load_plugins
+
+
+class _QuietGinPathProbe(logging.Filter):
+    """gin logs an ERROR for every search path that does not hold an included file while it probes them in
+    order; finding the file in a later path is normal, so drop those lines (a file found nowhere still errors)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.pathname.endswith("resource_reader.py") and str(record.msg).startswith("Path not found"))
+
+
+logging.getLogger().addFilter(_QuietGinPathProbe())
+for _handler in logging.getLogger().handlers:
+    _handler.addFilter(_QuietGinPathProbe())
 
 
 def repo_root() -> Path:
