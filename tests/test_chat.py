@@ -164,6 +164,12 @@ def test_turn_decoder_streams_whole_characters_and_honours_stop_strings(codec):
     deltas = [dec.push(t) for t in ids] + [dec.push(codec.ids["assistant_end"])]
     assert "".join(deltas) == text and not any("\ufffd" in d for d in deltas)
     assert dec.finish_token == codec.ids["assistant_end"]
+    # cut inside a character (a token budget): what was held back comes out at the flush, as the content has it
+    emoji = tok.encode("ok 😀")
+    dec = TurnDecoder(codec)
+    streamed = "".join(dec.push(t) for t in emoji[:-1])
+    assert streamed + dec.flush() == dec.content == tok.decode(emoji[:-1])
+    assert dec.content.endswith("\ufffd")
 
 
 def test_turn_decoder_reports_a_malformed_call(codec):

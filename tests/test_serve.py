@@ -274,3 +274,13 @@ def test_server_sampling_is_seeded(codec):
 
         assert ask(3) == ask(3)
         assert len({ask(s) for s in range(4)}) > 1
+        # streamed with the same seed: the same text, delta by delta
+        stream = c.chat.completions.create(
+            model="m",
+            messages=[{"role": "user", "content": "tell me"}],
+            temperature=1.0,
+            seed=3,
+            max_tokens=8,
+            stream=True,
+        )
+        assert "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices) == ask(3)

@@ -80,6 +80,10 @@ class TurnDecoder:
         self._text_ids.append(token)
         return self._flush(final=False)
 
+    def flush(self) -> str:
+        """The text still held back (a partial character, a possible stop-string prefix) once no token follows."""
+        return "" if self.stopped_by_string or self._in_tool_call else self._flush(final=True)
+
     @property
     def made_call(self) -> bool:
         """The turn ended with a complete tool call (`<|tool_call_start|>...<|tool_call_end|>`)."""
@@ -199,11 +203,16 @@ class ChatSession:
         self.tokens += ids
 
     # ---------------------------------------------------------------------------------------------- replies
-    def send(self, content: str, on_text: Callable[[str], None] | None = None) -> Reply:
-        """Add a user turn and generate the reply (streamed to `on_text`)."""
+    def send(
+        self,
+        content: str,
+        on_text: Callable[[str], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Reply:
+        """Add a user turn and generate the reply (streamed to `on_text`); see `reply`."""
         self.add({"role": "user", "content": content})
         try:
-            return self.reply(on_text)
+            return self.reply(on_text, should_stop)
         except ContextFull:
             self._pop_last()
             raise
@@ -242,6 +251,9 @@ class ChatSession:
             gen.close()
             if self.cache.k.is_deleted():  # interrupted inside a cache update: its donated buffers are gone
                 self.cache = self.engine.new_cache(1)
+        rest = decoder.flush()
+        if rest and on_text:
+            on_text(rest)
         if decoder.made_call:
             finish = "tool_call"
         elif decoder.finish_token is not None:

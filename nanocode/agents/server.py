@@ -356,6 +356,9 @@ class Worker:
         finally:
             gen.close()
         for job, decoder, n in zip(jobs, decoders, counts):
+            rest = decoder.flush()
+            if rest:
+                job.events.put(("delta", rest))
             if decoder.made_call:
                 finish = "tool_calls"
             elif decoder.finish_token is not None or decoder.stopped_by_string:

@@ -1,0 +1,58 @@
+"""`nanocode serve` as a user runs it: a separate process over a saved checkpoint, the openai client, Ctrl-C."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import openai
+import pytest
+
+from nanocode.core.workspace import Workspace
+from tests.test_chat_cli import make_run
+
+
+@pytest.mark.slow
+def test_serve_command_answers_the_openai_client_and_stops_on_ctrl_c(tmp_path, gin_clean, workspace_base):
+    gin_file, _ = make_run(tmp_path)
+    env = {**os.environ, "NANOCODE_BASE_DIR": str(workspace_base), "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    argv = [
+        sys.executable,
+        "-m",
+        "nanocode.cli.main",
+        "serve",
+        "--gin_file",
+        gin_file,
+        "--port",
+        "0",
+        "--max_tokens",
+        "6",
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout=240)
+        assert lines and " on http://" in lines[0], proc.stderr.read() if proc.poll() is not None else lines
+        url = lines[0].strip().rsplit(" on ", 1)[1]
+        assert lines[0].startswith("nanocode serve: nanocode-cli-sft from ")
+        assert str(Workspace("cli").checkpoint_dir("sft")) in lines[0]
+        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
+        assert [m.id for m in client.models.list().data] == ["nanocode-cli-sft"]
+        out = client.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}], temperature=0)
+        assert out.usage.completion_tokens <= 6 and out.choices[0].finish_reason in ("stop", "length", "tool_calls")
+        stream = client.chat.completions.create(
+            model="x", messages=[{"role": "user", "content": "hi"}], temperature=0, stream=True
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert text == (out.choices[0].message.content or "")  # streamed and plain agree (greedy)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert json.dumps(out.model_dump())  # a well-formed response object
