@@ -36,10 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def simulate_cpu_devices(n: int) -> None:
-    """Ask JAX for `n` CPU devices; only possible before the backend starts (this command touches none before)."""
+    """Ask JAX for `n` CPU devices; only possible before the backend starts (this command touches none before).
+
+    XLA:CPU's default scheduler maximises concurrency and starts recomputations early, which undoes remat and
+    overstates memory; TPU and GPU schedule for memory. The plain scheduler makes the CPU analysis comparable.
+    """
     import jax
 
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n}").strip()
+    flags = f" --xla_force_host_platform_device_count={n} --xla_cpu_enable_concurrency_optimized_scheduler=false"
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + flags).strip()
     jax.config.update("jax_platforms", "cpu")
     if len(jax.devices()) < n:
         raise ConfigError(
@@ -48,7 +53,7 @@ def simulate_cpu_devices(n: int) -> None:
         )
 
 
-def memory_lines(analysis, limit: float | None = None) -> list[str]:
+def memory_lines(analysis) -> list[str]:
     gib = 2**30
     total = (
         analysis.argument_size_in_bytes

@@ -52,8 +52,19 @@ def accumulate(
     loss_fn: LossFn = loss_sums,
     micro_sharding: jax.sharding.Sharding | None = None,
     remat: str | None = None,
+    grad_shardings: Any = None,
 ) -> tuple[Any, jax.Array, jax.Array]:
-    """(gradient sum, loss sum, valid-token count) over the batch, scanning `accum_steps` micro-batches."""
+    """(gradient sum, loss sum, valid-token count) over the batch, scanning `accum_steps` micro-batches.
+
+    `grad_shardings` (the parameters' shardings) keeps each micro-batch's gradient and the running sum laid out
+    like the parameters: with FSDP that is a reduce-scatter per micro-batch into a 1/N-sized accumulator, rather
+    than a full-sized gradient on every device.
+    """
+
+    def laid_out(tree):
+        if grad_shardings is None:
+            return tree
+        return jax.tree.map(jax.lax.with_sharding_constraint, tree, grad_shardings)
 
     def sums(p, tokens, mask):
         return loss_fn(nnx.merge(graphdef, p, rest), tokens, mask)
@@ -67,7 +78,7 @@ def accumulate(
             tokens = jax.lax.with_sharding_constraint(tokens, micro_sharding)
             mask = None if mask is None else jax.lax.with_sharding_constraint(mask, micro_sharding)
         (loss_sum, count), grads = grad_fn(params, tokens, mask)
-        return grads, loss_sum, count
+        return laid_out(grads), loss_sum, count
 
     tokens, mask = batch["tokens"], batch.get("mask")
     if accum_steps == 1:
@@ -78,7 +89,7 @@ def accumulate(
         grads, loss_sum, count = one(*xs)
         return (jax.tree.map(jnp.add, grad_acc, grads), loss_acc + loss_sum, count_acc + count), None
 
-    zeros = jax.tree.map(jnp.zeros_like, params)
+    zeros = laid_out(jax.tree.map(jnp.zeros_like, params))
     xs = (micro_batches(tokens, accum_steps), None if mask is None else micro_batches(mask, accum_steps))
     (grads, loss_sum, count), _ = jax.lax.scan(body, (zeros, jnp.float32(0), jnp.float32(0)), xs)
     return grads, loss_sum, count
@@ -106,7 +117,15 @@ def make_train_step(
 
     def step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
         grads, loss_sum, count = accumulate(
-            graphdef, state.params, state.rest, batch, accum_steps, loss_fn, batch_sharding, remat
+            graphdef,
+            state.params,
+            state.rest,
+            batch,
+            accum_steps,
+            loss_fn,
+            batch_sharding,
+            remat,
+            None if state_shardings is None else state_shardings.params,
         )
         denom = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g / denom, grads)
