@@ -5,11 +5,16 @@ starts afresh) or, with --resume, continues from its own latest checkpoint; then
 evaluations, samples and checkpoints, and stops cleanly on SIGTERM — the pretraining loop's behaviour, with the
 stage-specific parts (data, step, evals, samples) supplied by a subclass of `StageRun`:
 
-    prepare_data()            -> the training batches (an iterator with state()/restore()), `num_steps`, `data_spec`
+    prepare_data()            -> the training batches (iterable, with state()/restore()); sets num_steps (when -1),
+                                 data_spec and tokens_per_step
     build_step(init, tx)      -> the jitted train step
-    start(state, init_dir)    -> anything else the step needs besides the state (the frozen reference, ...)
+    start(state, init_dir)    -> anything else the step needs besides the state (the frozen reference, eval data)
+    wrap_batches(batches)     -> the batches as the step takes them (precomputed reference log-probs attached)
     train(state, batch)       -> (state, metrics): one optimizer step
     evaluate(step, state)     -> a metrics record; sample(step, state) -> writes samples.jsonl
+
+The step loop itself is `train_steps` (train, log, evaluate, sample, save when due, stop on SIGTERM), a plain
+function of callbacks that any stage's loop can call.
 """
 
 from __future__ import annotations
@@ -258,7 +263,6 @@ class StageRun:
     """One invocation of a fine-tuning stage: started from the previous stage, or continued from a checkpoint."""
 
     stage = ""
-    console_keys: tuple[str, ...] = ("loss", "lr", "dt")
     rows_per_example = 1  # rows of one example in a batch (2 for paired preference data)
 
     def __init__(self, exp: Finetuning, workspace: Workspace, *, resume: bool, force: bool, progress: bool):
@@ -347,7 +351,10 @@ class StageRun:
             self.checkpointer.close()
 
     def _restore_or_start(self, meta: dict):
-        """(init, state, start step, data state, the previous stage's step directory)."""
+        """(init, state, start step, data state, the previous stage's step directory); sets meta's init_checkpoint.
+
+        A resumed run keeps the step directory it started from (recorded in its checkpoints): the earlier stage may
+        have saved more steps since."""
         exp = self.exp
         latest = self.checkpointer.latest_step()
         if latest is not None and not self.resume:
@@ -361,18 +368,21 @@ class StageRun:
             exp.model_class, exp.model_config, tx, seed=exp.seed, mesh=self.mesh, rules=self.rules, abstract=True
         )
         self.train_step = self.build_step(init, tx)
+        saved = self.checkpointer.read_meta(latest) if latest is not None else {}
         if latest is not None:
-            saved = self.checkpointer.read_meta(latest)
             check_compatible(saved, meta, force=self.force)
+        if saved.get("init_checkpoint"):
+            init_dir = Path(saved["init_checkpoint"])
+        else:
+            what = f"{type(exp).__name__}.init_checkpoint"
+            init_dir = init_step_dir(self.workspace, exp.init_from, exp.init_checkpoint, what)
+        meta["init_checkpoint"] = str(init_dir)
+        if latest is not None:
             restored = self.checkpointer.restore(latest, init.state)
-            init_dir = Path(saved.get("init_checkpoint") or meta["init_checkpoint"])
             say(f"{self.stage}: resuming from step {restored.step} ({self.checkpointer.directory / str(latest)})")
             return init, restored.state, restored.step, restored.data, init_dir
         if self.resume:
-            say(
-                f"{self.stage}: no checkpoint in {self.checkpointer.directory}; starting from {meta['init_checkpoint']}"
-            )
-        init_dir = Path(meta["init_checkpoint"])
+            say(f"{self.stage}: no checkpoint in {self.checkpointer.directory}; starting afresh")
         state = start_state(exp, init, tx, restore_params(init_dir, init.state.params))
         say(f"{self.stage}: starting from {init_dir}")
         return init, state, 0, None, init_dir
@@ -382,13 +392,11 @@ class StageRun:
         abstract = nnx.state(abstract_model(exp.model_class, exp.model_config, exp.seed), nnx.Param)
         mesh_lib.validate(abstract, self.mesh, self.rules)
         batches = self.prepare_data()
-        init_field = f"{type(exp).__name__}.init_checkpoint"
         meta = make_meta(
             config=config_lib.config_str(),
             tokenizer=tokenizer_fingerprint(self.tokenizer),
             data_spec=self.data_spec,
             mesh=self.mesh,
-            init_checkpoint=str(init_step_dir(self.workspace, exp.init_from, exp.init_checkpoint, init_field)),
         )
         self.init, state, step, data_state, init_dir = self._restore_or_start(meta)  # refusals before any output
         self.start(state, init_dir)
@@ -405,43 +413,117 @@ class StageRun:
         if step == 0:
             last = self.evaluate(0, state)
         it = iter(batches)
-        with (
-            PreemptionGuard() as guard,
-            Progress(self.num_steps, self.stage, unit="step", initial=step, enabled=self.progress and self.main) as bar,
-        ):
-            batch = self.shard(next(it)) if step < self.num_steps else None
-            t_last = time.perf_counter()
-            while step < self.num_steps:
-                state, metrics = self.train(state, batch)  # dispatched; runs while the host prepares the next batch
-                step += 1
-                data_state = batches.state()  # the position after this step's batch: what a resume continues from
-                if step < self.num_steps:
-                    batch = self.shard(next(it))
-                record = {"step": step, **{k: float(v) for k, v in jax.device_get(metrics).items()}}
-                now = time.perf_counter()
-                record["dt"], t_last = now - t_last, now
-                record["tok_per_s"] = self.tokens_per_step / record["dt"]
-                record["mfu"] = mfu_lib.mfu(self.flops_per_token, record["tok_per_s"], peak)
-                record["peak_mem"] = peak_memory_bytes(jax.local_devices())[0]
-                done, stopping = step == self.num_steps, guard.should_stop(step)
-                if step % exp.log_every == 0 or done:
-                    self.metrics.log(record)
-                bar.update(1, postfix=self.postfix(record))
-                last = {**last, **record}
-                if done or (exp.eval_every and step % exp.eval_every == 0):
-                    last.update(self.evaluate(step, state))
-                if done or (exp.sample_every and step % exp.sample_every == 0):
-                    self.sample(step, state)
-                if done or stopping or (exp.checkpoint_every and step % exp.checkpoint_every == 0):
-                    self.checkpointer.save(step, state, data=data_state, meta=meta)
-                    if self.on_checkpoint is not None:
-                        self.checkpointer.wait()
-                        self.on_checkpoint(step)
-                if stopping and not done:
-                    say(f"{self.stage}: stopped at step {step} (checkpoint saved); rerun with --resume to continue")
-                    break
-                t_last = time.perf_counter()  # evals, samples and saves are not training time
+
+        def save(step: int, state: TrainState, data_state: dict) -> None:
+            self.checkpointer.save(step, state, data=data_state, meta=meta)
+            if self.on_checkpoint is not None:
+                self.checkpointer.wait()
+                self.on_checkpoint(step)
+
+        cadence = Cadence(self.num_steps, exp.log_every, exp.eval_every, exp.sample_every, exp.checkpoint_every)
+        state, step, last = train_steps(
+            self.stage,
+            cadence,
+            state,
+            step,
+            train=self.train,
+            next_batch=lambda: self.shard(next(it)),
+            data_state=batches.state,
+            evaluate=self.evaluate,
+            sample=self.sample,
+            save=save,
+            metrics=self.metrics,
+            throughput=Throughput(self.tokens_per_step, self.flops_per_token, peak),
+            postfix=self.postfix,
+            progress=self.progress and self.main,
+            last=last,
+        )
         self.checkpointer.wait()
         if step >= self.num_steps:
             say(f"{self.stage}: done, {step} steps; final checkpoint in {self.checkpointer.directory / str(step)}")
         return last
+
+
+# ---------------------------------------------------------------------------------------------------- the steps
+@dataclass(frozen=True)
+class Cadence:
+    """How often the loop logs, evaluates, samples and saves (0: only after the last step)."""
+
+    num_steps: int
+    log_every: int = 1
+    eval_every: int = 0
+    sample_every: int = 0
+    checkpoint_every: int = 0
+
+    @staticmethod
+    def due(every: int, step: int) -> bool:
+        return bool(every) and step % every == 0
+
+
+@dataclass(frozen=True)
+class Throughput:
+    tokens_per_step: int
+    flops_per_token: int
+    peak_flops: float
+
+
+def train_steps(
+    stage: str,
+    cadence: Cadence,
+    state: Any,
+    step: int,
+    *,
+    train: Callable[[Any, Any], tuple[Any, dict]],
+    next_batch: Callable[[], Any],
+    data_state: Callable[[], dict],
+    evaluate: Callable[[int, Any], dict],
+    sample: Callable[[int, Any], None],
+    save: Callable[[int, Any, dict], None],
+    metrics: JsonlLogger,
+    throughput: Throughput,
+    postfix: Callable[[dict], str],
+    progress: bool = True,
+    last: dict | None = None,
+) -> tuple[Any, int, dict]:
+    """Steps `step` .. num_steps: train, then log / evaluate / sample / save when due (always after the last step),
+    and on SIGTERM save and stop. Returns (state, the step reached, the last metrics).
+
+    The next batch is fetched while the step runs (dispatch is asynchronous); the data position saved with a
+    checkpoint is the one after the step's batch, so a resume continues with the next unseen batch.
+    """
+    last = dict(last or {})
+    n = cadence.num_steps
+    with (
+        PreemptionGuard() as guard,
+        Progress(n, stage, unit="step", initial=step, enabled=progress) as bar,
+    ):
+        batch = next_batch() if step < n else None
+        t_last = time.perf_counter()
+        while step < n:
+            state, out = train(state, batch)  # dispatched; runs while the host prepares the next batch
+            step += 1
+            position = data_state()  # the position after this step's batch: what a resume continues from
+            if step < n:
+                batch = next_batch()
+            record = {"step": step, **{k: float(v) for k, v in jax.device_get(out).items()}}
+            now = time.perf_counter()
+            record["dt"], t_last = now - t_last, now
+            record["tok_per_s"] = throughput.tokens_per_step / record["dt"]
+            record["mfu"] = mfu_lib.mfu(throughput.flops_per_token, record["tok_per_s"], throughput.peak_flops)
+            record["peak_mem"] = peak_memory_bytes(jax.local_devices())[0]
+            done, stopping = step == n, guard.should_stop(step)
+            if step % cadence.log_every == 0 or done:
+                metrics.log(record)
+            bar.update(1, postfix=postfix(record))
+            last.update(record)
+            if done or cadence.due(cadence.eval_every, step):
+                last.update(evaluate(step, state))
+            if done or cadence.due(cadence.sample_every, step):
+                sample(step, state)
+            if done or stopping or cadence.due(cadence.checkpoint_every, step):
+                save(step, state, position)
+            if stopping and not done:
+                say(f"{stage}: stopped at step {step} (checkpoint saved); rerun with --resume to continue")
+                break
+            t_last = time.perf_counter()  # evals, samples and saves are not training time
+    return state, step, last
