@@ -1,0 +1,278 @@
+"""Task templates: how each kind of task is built over a fresh repository, with its hidden check and script.
+
+Kinds: `fix_bug` (a planted bug, a failing test: fix it, tests must pass), `implement` (a stub with a docstring
+spec and spec tests: implement it), `rename` (rename a name across files: tests pass, the old name is gone) and
+`locate` (where is X defined: the answer must name file:line). TRAIN_TEMPLATES build training tasks from the
+training function families; EVAL_TEMPLATES build held-out tasks from the eval families. The two sets share no
+template name and no function family (a test asserts both).
+
+Hidden checks of command kind run `.nanocode_check.py`: the test script as it should read after the solution,
+plus hidden asserts with other inputs, plus (rename) a scan that the old name is gone. It is written only after the
+agent is done, over anything there, so editing the visible tests cannot make a task pass.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nanocode.agents.tasks import prose
+from nanocode.agents.tasks.base import AnswerCheck, Check, CommandCheck, Script
+from nanocode.agents.tasks.functions import (
+    EVAL_BUGS,
+    EVAL_FAMILIES,
+    TRAIN_BUGS,
+    TRAIN_FAMILIES,
+    Bug,
+    Family,
+    buggy_source,
+    subst,
+)
+from nanocode.agents.tasks.prose import pick
+from nanocode.agents.tasks.repo import Repo, build_repo, statement
+from nanocode.agents.tasks.script import ScriptBuilder
+from nanocode.agents.tasks.vocab import Domain
+
+CHECK_FILE = ".nanocode_check.py"
+
+
+@dataclass
+class Built:
+    repo: Repo
+    request: str
+    check: Check
+    solution: Script
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskTemplate:
+    name: str  # "<kind>:<variant>"
+    kind: str
+    build: Callable[[random.Random, Domain], Built]
+
+
+def hidden_check(repo: Repo, tests: str, cases: list[tuple[str, str]], extra: list[str] = ()) -> CommandCheck:
+    """The test script `tests` (as it must read after the solution) with a `test_hidden` run first: the hidden
+    `cases` as asserts, then `extra` lines."""
+    head, main = tests.split('if __name__ == "__main__":\n')
+    body = [f"    {statement(call, want)}" for call, want in cases] + [f"    {line}" for line in extra]
+    source = head + "def test_hidden():\n" + "\n".join(body) + "\n\n\n"
+    source += 'if __name__ == "__main__":\n    test_hidden()\n' + main
+    return CommandCheck(f"python {CHECK_FILE}", {CHECK_FILE: source})
+
+
+def _names(repo: Repo, **more: Any) -> dict[str, Any]:
+    return dict(module_path=repo.module_path, test_path=repo.test_path, cmd=repo.test_command, **more)
+
+
+def _with_distractors(rng: random.Random, pool: dict[str, Family], target: Family) -> list[Family]:
+    others = [f for f in pool.values() if f.key != target.key]
+    chosen = [target, *rng.sample(others, rng.randint(1, 2))]
+    rng.shuffle(chosen)
+    return chosen
+
+
+def _facts(repo: Repo, **more: Any) -> dict[str, Any]:
+    return {"module_path": repo.module_path, "test_path": repo.test_path, "layout": repo.layout, **more}
+
+
+# -- fix a bug --------------------------------------------------------------------------------------------------
+def fix_bug(bug: Bug, pool: dict[str, Family]) -> Callable[[random.Random, Domain], Built]:
+    def build(rng: random.Random, d: Domain) -> Built:
+        target = pool[bug.family]
+        repo = build_repo(
+            d, rng, _with_distractors(rng, pool, target), sources={target.key: buggy_source(target, bug, d)}
+        )
+        fn = target.fn(d)
+        names = _names(repo, fn=fn, symptom=subst(bug.symptom, d), problem=subst(bug.problem, d), fix=subst(bug.fix, d))
+        b = ScriptBuilder(repo.files)
+        reproduce = rng.random() < 0.6
+        if reproduce:
+            b.bash(pick(rng, prose.RUN_TESTS_FIRST, **names), repo.test_command, fails=True, expect=fn)
+        if repo.layout == "package" or rng.random() < 0.3:
+            b.grep(pick(rng, prose.GREP_DEF, **names), rf"def {fn}\(", expect=f"{repo.module_path}:")
+        reads = prose.READ_AFTER_FAILURE if reproduce else prose.READ_BEFORE_FIX
+        b.read(pick(rng, reads, fn=fn, path=repo.module_path), repo.module_path)
+        module = b.files[repo.module_path]
+        wrong, right = subst(bug.new, d), subst(bug.old, d)
+        at = module.index(wrong, module.index(f"def {fn}("))
+        b.edit(pick(rng, prose.EDIT_FIX, **names), repo.module_path, wrong, right, at=at)
+        b.bash(pick(rng, prose.RERUN, **names), repo.test_command, fails=False, expect="tests passed")
+        return Built(
+            repo,
+            pick(rng, prose.FIX_REQUESTS, **names),
+            hidden_check(repo, b.files[repo.test_path], target.hidden(d, rng)),
+            b.script(pick(rng, prose.FIX_FINALS, **names)),
+            _facts(repo, function=fn, final_unverified=pick(rng, prose.FIX_FINALS_UNVERIFIED, **names)),
+        )
+
+    return build
+
+
+# -- implement a stub -------------------------------------------------------------------------------------------
+def implement(key: str, pool: dict[str, Family]) -> Callable[[random.Random, Domain], Built]:
+    def build(rng: random.Random, d: Domain) -> Built:
+        target = pool[key]
+        repo = build_repo(d, rng, _with_distractors(rng, pool, target), sources={target.key: target.stub(d)})
+        fn = target.fn(d)
+        names = _names(repo, fn=fn, doc=subst(target.doc, d), how=subst(target.how, d))
+        b = ScriptBuilder(repo.files)
+        if rng.random() < 0.3:
+            b.grep(pick(rng, prose.GREP_STUB), "raise NotImplementedError", expect=repo.module_path)
+        b.read(pick(rng, prose.READ_STUB, fn=fn, path=repo.module_path), repo.module_path)
+        if rng.random() < 0.5:
+            b.read(pick(rng, prose.READ_SPEC_TESTS, path=repo.test_path), repo.test_path)
+        stub = f"{target.docstring(d)}\n    raise NotImplementedError"
+        b.edit(
+            pick(rng, prose.EDIT_IMPLEMENT, **names),
+            repo.module_path,
+            stub,
+            f"{target.docstring(d)}\n{target.code(d)}",
+        )
+        b.bash(pick(rng, prose.RUN_AFTER_IMPLEMENT, **names), repo.test_command, fails=False, expect="tests passed")
+        return Built(
+            repo,
+            pick(rng, prose.IMPLEMENT_REQUESTS, **names),
+            hidden_check(repo, b.files[repo.test_path], target.hidden(d, rng)),
+            b.script(pick(rng, prose.IMPLEMENT_FINALS, **names)),
+            _facts(repo, function=fn, final_unverified=pick(rng, prose.IMPLEMENT_FINALS_UNVERIFIED, **names)),
+        )
+
+    return build
+
+
+# -- rename across files ----------------------------------------------------------------------------------------
+def _rename_script(rng: random.Random, repo: Repo, old: str, new: str, what: str) -> tuple[ScriptBuilder, dict]:
+    """Grep the uses, then per file: Read, one Edit per line that mentions the name; run the tests, grep again."""
+    pattern = rf"\b{old}\b"
+    names = _names(repo, old=old, new=new, what=what)
+    b = ScriptBuilder(repo.files)
+    b.grep(pick(rng, prose.GREP_USES, **names), pattern, expect=f"{repo.module_path}:")
+    files = [p for p in (repo.module_path, repo.report_path, repo.test_path) if re.search(pattern, repo.files[p])]
+    edited = 0
+    for path in files:
+        b.read(pick(rng, prose.READ_FOR_RENAME, path=path), path)
+        for first, last in _line_groups(b.files[path], pattern):
+            lines = b.files[path].split("\n")
+            block = "\n".join(lines[first - 1 : last])
+            at = sum(len(x) + 1 for x in lines[: first - 1])
+            where = f"line {first}" if first == last else f"lines {first}-{last}"
+            b.edit(pick(rng, prose.EDIT_RENAME, where=where), path, block, re.sub(pattern, new, block), at=at)
+            edited += sum(bool(re.search(pattern, x)) for x in lines[first - 1 : last])
+    b.bash(pick(rng, prose.RUN_AFTER_RENAME, **names), repo.test_command, fails=False, expect="tests passed")
+    b.grep(pick(rng, prose.GREP_LEFTOVERS, **names), pattern, expect="no matches found")
+    names.update(n=edited, files=", ".join(files))
+    return b, names
+
+
+def _line_groups(text: str, pattern: str) -> list[tuple[int, int]]:
+    """(first, last) 1-based line ranges to edit: lines that match, merged when at most one line apart."""
+    hits = [i for i, line in enumerate(text.split("\n"), start=1) if re.search(pattern, line)]
+    groups: list[list[int]] = []
+    for i in hits:
+        if groups and i - groups[-1][1] <= 2:
+            groups[-1][1] = i
+        else:
+            groups.append([i, i])
+    return [(a, b) for a, b in groups]
+
+
+def _no_leftovers(old: str) -> list[str]:
+    return [
+        "import os, re",
+        'for folder, _, filenames in os.walk("."):',
+        "    for filename in filenames:",
+        f'        if filename.endswith(".py") and filename != "{CHECK_FILE}":',
+        '            with open(os.path.join(folder, filename), encoding="utf-8") as f:',
+        f'                assert not re.search(r"\\b{old}\\b", f.read()), filename + " still mentions {old}"',
+    ]
+
+
+def rename_function(pool: dict[str, Family]) -> Callable[[random.Random, Domain], Built]:
+    def build(rng: random.Random, d: Domain) -> Built:
+        # the target must be used by the report module, so the rename crosses files
+        target = rng.choice([f for f in pool.values() if f.summary and f.fn(d) in subst(f.summary, d)])
+        families = _with_distractors(rng, pool, target)
+        repo = build_repo(d, rng, families, report_families=[target])
+        old = target.fn(d)
+        taken = set(repo.names())
+        new = next(subst(a, d) for a in rng.sample(target.aliases, len(target.aliases)) if subst(a, d) not in taken)
+        b, names = _rename_script(rng, repo, old, new, "function")
+        cases = [(re.sub(rf"\b{old}\b", new, call), want) for call, want in target.hidden(d, rng)]
+        return Built(
+            repo,
+            pick(rng, prose.RENAME_REQUESTS, **names),
+            hidden_check(repo, b.files[repo.test_path], cases, _no_leftovers(old)),
+            b.script(pick(rng, prose.RENAME_FINALS, **names)),
+            _facts(repo, old=old, new=new, final_unverified=pick(rng, prose.RENAME_FINALS_UNVERIFIED, **names)),
+        )
+
+    return build
+
+
+def rename_constant(pool: dict[str, Family]) -> Callable[[random.Random, Domain], Built]:
+    """Rename the MAX_ bound of the is_valid family (defined, documented, used in the function and the report)."""
+
+    def build(rng: random.Random, d: Domain) -> Built:
+        target = pool["is_valid"]
+        repo = build_repo(d, rng, _with_distractors(rng, pool, target), report_families=[target])
+        big = d.num.upper()
+        old, new = f"MAX_{big}", rng.choice((f"{big}_LIMIT", f"UPPER_{big}", f"{big}_CEILING"))
+        b, names = _rename_script(rng, repo, old, new, "constant")
+        extra = [f"import {repo.import_module} as module", f"assert module.{new} == {d.high}", *_no_leftovers(old)]
+        return Built(
+            repo,
+            pick(rng, prose.RENAME_REQUESTS, **names),
+            hidden_check(repo, b.files[repo.test_path], target.hidden(d, rng), extra),
+            b.script(pick(rng, prose.RENAME_FINALS, **names)),
+            _facts(repo, old=old, new=new, final_unverified=pick(rng, prose.RENAME_FINALS_UNVERIFIED, **names)),
+        )
+
+    return build
+
+
+# -- locate a definition ----------------------------------------------------------------------------------------
+def locate(pool: dict[str, Family]) -> Callable[[random.Random, Domain], Built]:
+    def build(rng: random.Random, d: Domain) -> Built:
+        target = rng.choice(list(pool.values()))
+        repo = build_repo(d, rng, _with_distractors(rng, pool, target))
+        fn = target.fn(d)
+        line = repo.line_of(repo.module_path, f"def {fn}(")
+        names = _names(repo, fn=fn, path=repo.module_path, line=line, how=subst(target.how, d))
+        b = ScriptBuilder(repo.files)
+        b.grep(pick(rng, prose.GREP_DEFINITION, **names), rf"def {fn}\(", expect=f"{repo.module_path}:{line}:")
+        if rng.random() < 0.4:
+            length = target.source(d).count("\n")
+            b.read(pick(rng, prose.READ_DEFINITION), repo.module_path, offset=line - 1, limit=length)
+        return Built(
+            repo,
+            pick(rng, prose.LOCATE_REQUESTS, **names),
+            AnswerCheck(repo.module_path, line),
+            b.script(pick(rng, prose.LOCATE_FINALS, **names)),
+            _facts(repo, function=fn, line=line),
+        )
+
+    return build
+
+
+def _templates(*items: tuple[str, Callable[[random.Random, Domain], Built]]) -> dict[str, TaskTemplate]:
+    return {name: TaskTemplate(name, name.split(":")[0], build) for name, build in items}
+
+
+TRAIN_TEMPLATES: dict[str, TaskTemplate] = _templates(
+    *((f"fix_bug:{key}", fix_bug(bug, TRAIN_FAMILIES)) for key, bug in TRAIN_BUGS.items()),
+    *((f"implement:{key}", implement(key, TRAIN_FAMILIES)) for key in ("average", "paginate", "largest")),
+    ("rename:function", rename_function(TRAIN_FAMILIES)),
+    ("locate:definition", locate(TRAIN_FAMILIES)),
+)
+EVAL_TEMPLATES: dict[str, TaskTemplate] = _templates(
+    *((f"fix_bug:{key}", fix_bug(bug, EVAL_FAMILIES)) for key, bug in EVAL_BUGS.items()),
+    *((f"implement:{key}", implement(key, EVAL_FAMILIES)) for key in ("top", "count_by")),
+    ("rename:constant", rename_constant(EVAL_FAMILIES)),
+)
+# How often each kind is drawn for training (the eval cycles through its templates evenly).
+TRAIN_KIND_WEIGHTS: dict[str, float] = {"fix_bug": 0.4, "implement": 0.25, "rename": 0.15, "locate": 0.2}

@@ -1,0 +1,136 @@
+"""Repo tasks: deterministic generation, hidden checks that fail before and pass after the scripted solution, and
+SOUL-breaking variants."""
+
+import random
+
+import pytest
+
+from nanocode.agents.rollouts import replay
+from nanocode.agents.tasks import (
+    EVAL_TEMPLATES,
+    PRINCIPLES,
+    TRAIN_TEMPLATES,
+    AnswerCheck,
+    CommandCheck,
+    RepoTasks,
+    open_sandbox,
+    run_check,
+    task_workspace,
+    variant,
+)
+from nanocode.agents.tasks.script import unique_span
+from nanocode.core.errors import ConfigError
+from nanocode.core.kinds import TASK_GENERATORS
+
+
+def test_registered_and_deterministic():
+    assert TASK_GENERATORS.get("repo_tasks") is RepoTasks
+    a, b = RepoTasks(seed=3), RepoTasks(seed=3)
+    first = [t.to_dict() for t in a.tasks(12)]
+    assert first == [t.to_dict() for t in b.tasks(12)]
+    assert first[:5] == [t.to_dict() for t in b.tasks(5)]  # a larger count extends a smaller one
+    assert a.task(7).to_dict() == first[7]  # any task rebuilt alone
+    other = [t.to_dict() for t in RepoTasks(seed=4).tasks(12)]
+    assert sum(x["files"] == y["files"] for x, y in zip(first, other)) < 3
+    assert len({t["id"] for t in first}) == 12
+
+
+def test_generation_covers_kinds_and_varies():
+    tasks = RepoTasks(seed=0).tasks(80)
+    assert {t.kind for t in tasks} == {"fix_bug", "implement", "rename", "locate"}
+    assert len({t.template for t in tasks}) >= 9
+    assert len({t.repo for t in tasks}) >= 12
+    assert len({t.request for t in tasks}) >= 0.9 * len(tasks)  # same domain, template and phrasing can meet
+    for t in tasks:
+        assert t.files and all(text.count("\n") < 100 for text in t.files.values())
+        assert t.solution.final and "?" not in t.solution.final
+        assert all(s.say == s.say.lower() or "`" in s.say for s in t.solution.steps)
+        edits = [i for i, s in enumerate(t.solution.steps) if s.tool == "Edit"]
+        if edits:  # read before edit, verify after
+            assert any(s.tool == "Read" for s in t.solution.steps[: edits[0]])
+            assert any(s.tool == "Bash" for s in t.solution.steps[edits[-1] :])
+
+
+def test_kinds_filter_and_errors():
+    assert {t.kind for t in RepoTasks(seed=1, kinds=["locate"]).tasks(6)} == {"locate"}
+    with pytest.raises(ConfigError, match="unknown task kinds"):
+        RepoTasks(kinds=["refactor"])
+    with pytest.raises(ConfigError, match="templates must be one of"):
+        RepoTasks(templates="test")
+    with pytest.raises(ConfigError, match="no template"):
+        RepoTasks().task(0, template="fix_bug:exclusive_bound")  # a held-out template is not in the train set
+
+
+def _fails_before(task) -> bool:
+    with task_workspace(task) as root, open_sandbox(root, timeout_s=20, isolate=False) as box:
+        return not run_check(task, [], box).passed
+
+
+@pytest.mark.parametrize(
+    "set_name, template",
+    [("train", name) for name in TRAIN_TEMPLATES] + [("heldout", name) for name in EVAL_TEMPLATES],
+)
+def test_hidden_check_fails_before_and_passes_after_the_solution(set_name, template):
+    task = RepoTasks(seed=11, templates=set_name).task(5, template=template)
+    assert task.template == template
+    assert _fails_before(task)
+    episode = replay(task, task.solution, isolate=False, timeout_s=20)  # ScriptMismatch if a result disagrees
+    assert episode.check.passed, episode.check.detail
+    assert episode.stop_reason == "end_turn" and episode.valid_tool_calls == len(task.solution.steps)
+
+
+def test_editing_the_visible_tests_does_not_pass_the_check():
+    task = RepoTasks(seed=2).task(0, template="fix_bug:skip_first")
+    assert isinstance(task.check, CommandCheck)
+    test_path = task.facts["test_path"]
+    with task_workspace(task) as root, open_sandbox(root, timeout_s=20, isolate=False) as box:
+        (root / test_path).write_text('print("all tests passed")\n')
+        assert box.run(f"python {test_path}").exit_code == 0
+        assert not run_check(task, [], box).passed
+
+
+def test_answer_check_is_precise():
+    check = AnswerCheck("inventory/stock.py", 12)
+
+    def says(text):
+        return check.judge([{"role": "user", "content": "q"}, {"role": "assistant", "content": text}]).passed
+
+    assert says("it is defined at `inventory/stock.py:12` — it sums things.")
+    assert says("see ./inventory/stock.py:12")
+    assert not says("inventory/stock.py:123")
+    assert not says("inventory/stock.py:11")
+    assert not says("other/inventory/stock.py:12")
+    assert not says("stock.py:12")
+    assert not check.judge([{"role": "user", "content": "q"}]).passed
+
+
+def test_unique_span_widens_until_unique():
+    text = "a = 1\nb = 2\nx = 0\na = 1\nc = 3\n"
+    start = text.index("a = 1", 1)
+    s, e = unique_span(text, start, start + 5)
+    assert text[s:e] == "x = 0\na = 1" and text.count(text[s:e]) == 1
+    s, e = unique_span(text, text.index("c = 3"), text.index("c = 3") + 5)
+    assert text[s:e] == "c = 3"
+
+
+def test_variants_break_one_rule_each():
+    tasks = RepoTasks(seed=5, kinds=["fix_bug"]).tasks(2) + RepoTasks(seed=5, kinds=["locate"]).tasks(1)
+    for task in tasks:
+        rng = random.Random(0)
+        good = task.solution
+        no_read = variant(task, "read-before-edit", rng)
+        no_verify = variant(task, "verify-before-done", rng)
+        follow_up = variant(task, "no-follow-up-offers", rng)
+        silent = variant(task, "think-out-loud", rng)
+        if task.kind == "locate":  # nothing is edited: no edit to read before or to verify after
+            assert no_read is None and no_verify is None
+        else:
+            assert [s.tool for s in no_read.steps] == [s.tool for s in good.steps if s.tool != "Read"]
+            assert no_verify.steps[-1].tool == "Edit" and no_verify.final != good.final
+        assert (
+            follow_up.steps == good.steps and follow_up.final.startswith(good.final) and follow_up.final != good.final
+        )
+        assert [s.args for s in silent.steps] == [s.args for s in good.steps] and all(s.say == "" for s in silent.steps)
+    with pytest.raises(ValueError, match="unknown principle"):
+        variant(tasks[0], "be-nice", random.Random(0))
+    assert set(PRINCIPLES) == {"read-before-edit", "verify-before-done", "no-follow-up-offers", "think-out-loud"}
