@@ -322,3 +322,32 @@ def test_plugin_objective_outside_the_package_trains_by_name_from_gin(tmp_path, 
     assert sorted(losses) == [1, 2] and all(np.isfinite(v) for v in losses.values())
     assert np.isclose(losses[1], np.log(2.0), atol=1e-5)  # policy == reference at step 1: -log sigmoid(0)
     assert "Alignment.objective = @ln_dpo()" in (Workspace("plugin").run_dir("align") / "config.gin").read_text()
+
+
+@pytest.mark.parametrize(
+    "objective, cls, beta, batch", [("ipo", "IPO", 0.5, 32), ("dpo", "DPO", 0.1, 32), ("kto", "KTO", 0.1, 64)]
+)
+def test_shipped_gin_files_build_nanocode_settings(objective, cls, beta, batch, clean_gin):
+    """Each objective file on top of an experiment: the objective by name, nanocode's DPO optimizer (Muon 5e-5,
+    AdamW 0.003 / 0.0001, linear decay to 0), and the SFT files' constant-LR optimizer and nanocode mixture."""
+    from nanocode.train.align import Alignment
+    from nanocode.train.sft import SFTTraining
+
+    files = ["experiments/debug_cpu.gin", "experiments/base/sft/nanocode.gin"]
+    files += [f"experiments/base/align/{objective}.gin", "experiments/base/align/nanocode.gin"]
+    config.parse(files, ["SFTTraining.batch_size = 16", "Alignment.micro_batch_size = 2"])
+    align, sft = config.build(Alignment), config.build(SFTTraining)
+    assert type(align.objective).__name__ == cls and align.objective.beta == beta and align.batch_size == batch
+    opt = align.optimizer
+    assert (opt.lr, opt.embedding_lr, opt.head_lr, opt.warmup_ratio, opt.warmdown_ratio, opt.final_lr_frac) == (
+        5e-5,
+        0.003,
+        0.0001,
+        0.0,
+        1.0,
+        0.0,
+    )
+    assert [float(opt.schedule(10)(s)) for s in (0, 5, 9)] == pytest.approx([1.0, 0.5, 0.1])
+    assert align.init_from == "sft" and sft.init_from == "pretrain"
+    assert sft.optimizer.warmdown_ratio == 0.0 and list(sft.epochs) == [2, 5]
+    assert [d.name for d in sft.datasets] == ["nanocode-tulu-selfoss-evol", "nanocode-long-context"]
