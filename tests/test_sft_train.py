@@ -23,7 +23,7 @@ from nanocode.data.sft import SFTPacker
 from nanocode.models.gpt import GPT, GPTConfig
 from nanocode.optim.adamw import AdamW
 from nanocode.registry import load_builtins
-from nanocode.train.loop import has_valid_tool_call
+from nanocode.train.loop import first_system_prompt, has_valid_tool_call, with_system_prompt
 from nanocode.train.sft import tool_prompts
 from nanocode.train.state import init_train_state
 from nanocode.train.step import make_train_step
@@ -208,6 +208,14 @@ def test_tool_call_validity_needs_a_known_tool_with_its_required_arguments():
     prompts = tool_prompts([chat, conversation(0)["messages"], conversation(1)["messages"]], limit=5)
     assert prompts == [conversation(0)["messages"][:1], conversation(1)["messages"][:1]]
     assert tool_prompts([chat], limit=5) == [chat[:1]]
+    # samples are prompted with the system message the data opens with (nanocode gives every conversation one)
+    system = [{"role": "system", "content": "You are nanocode."}, *chat]
+    assert first_system_prompt([system, chat]) == "You are nanocode."
+    assert first_system_prompt([chat, system]) is None and first_system_prompt([]) is None
+    assert (
+        with_system_prompt(chat, "S")[0] == {"role": "system", "content": "S"}
+        and with_system_prompt(system, "S") == system
+    )
 
 
 def test_sft_cli_learns_logs_evaluates_samples_and_checkpoints(tmp_path, clean_gin):

@@ -31,7 +31,14 @@ from nanocode.core.workspace import Workspace
 from nanocode.data.preference import Pair, PreferenceBatcher, Unpaired, render_row, to_unpaired
 from nanocode.data.sft import ConversationMixture, SFTPacker
 from nanocode.train.bpb import evaluate_bpb, make_eval_step
-from nanocode.train.loop import Finetuning, StageRun, restore_params, say, with_system_prompt
+from nanocode.train.loop import (
+    Finetuning,
+    StageRun,
+    first_system_prompt,
+    restore_params,
+    say,
+    with_system_prompt,
+)
 from nanocode.train.preference_step import (
     PreferenceLoss,
     ReferenceTable,
@@ -140,6 +147,7 @@ class AlignRun(StageRun):
             d.prepare()
         train = [_with_system(x, exp.system_prompt) for d in exp.datasets for x in d.items("train")]
         test = [_with_system(x, exp.system_prompt) for d in exp.datasets for x in d.items("test")]
+        self.sample_system = first_system_prompt([x.chosen if isinstance(x, Pair) else x.messages for x in train[:1]])
         if not self.paired:  # KTO on paired data: each pair gives a desirable and an undesirable completion
             train, test = to_unpaired(train), to_unpaired(test)
         pc, pi = jax.process_count(), jax.process_index()

@@ -168,6 +168,13 @@ def with_system_prompt(messages: Sequence[Message], system_prompt: str | None) -
     return messages
 
 
+def first_system_prompt(conversations: Sequence[Sequence[Message]]) -> str | None:
+    """The system message the data opens with, if any (nanocode gives every conversation the same one): samples
+    are prompted with it so they see what training saw."""
+    first = conversations[0] if conversations else []
+    return (first[0].get("content") or None) if first and first[0].get("role") == "system" else None
+
+
 def tool_schemas() -> dict[str, tuple[str, ...]]:
     """{tool: required argument names} of the registered agent tools (nanocode's four when none are registered)."""
     schemas = {}
@@ -275,6 +282,7 @@ class StageRun:
         self.num_steps = exp.num_steps
         self.data_spec = ""
         self.tokens_per_step = 0
+        self.sample_system = exp.system_prompt  # prepare_data may take it from the data instead
 
     # -- what a stage supplies ------------------------------------------------------------------------------------
     def prepare_data(self):
@@ -315,7 +323,7 @@ class StageRun:
     def sample_prompts(self, step: int, state: TrainState, prompts: Sequence[str] = AGENTIC_PROMPTS) -> None:
         """Greedy replies to fixed user prompts, as the agent would see them (system prompt included)."""
         ids = [
-            self.codec.render_prompt(with_system_prompt([{"role": "user", "content": p}], self.exp.system_prompt))
+            self.codec.render_prompt(with_system_prompt([{"role": "user", "content": p}], self.sample_system))
             for p in prompts
         ]
         replies = greedy_replies(

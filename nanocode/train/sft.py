@@ -30,6 +30,7 @@ from nanocode.train.bpb import evaluate_bpb, make_eval_step
 from nanocode.train.loop import (
     Finetuning,
     StageRun,
+    first_system_prompt,
     greedy_replies,
     has_valid_tool_call,
     say,
@@ -107,6 +108,7 @@ class SFTRun(StageRun):
         mixture.prepare()
         train = [with_system_prompt(c, exp.system_prompt) for c in mixture.conversations("train")]
         self.test = [with_system_prompt(c, exp.system_prompt) for c in mixture.conversations("test")]
+        self.sample_system = first_system_prompt(train)
         pc, pi = _processes()
         if exp.batch_size % pc:
             raise ConfigError(f"SFTTraining.batch_size = {exp.batch_size} does not split over {pc} processes")
