@@ -160,11 +160,20 @@ def test_bf16_engine_runs_and_tracks_the_fp32_model():
 
     cfg = dataclasses.replace(TINY, compute_dtype="bfloat16")
     model = tiny_model(cfg)
-    engine = Engine(model, min_bucket=4)
+    engine = Engine(model, min_bucket=4, compute_dtype="bfloat16")  # the model's own numerics
     assert engine.param_bytes() == sum(p.size * 2 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
     ids = prompt(10, 50)
     logits = engine.logits(engine.new_cache(1), [ids])
-    np.testing.assert_allclose(logits[0], np.asarray(model(jnp.asarray([ids])))[0, -1], atol=0.15)
+    np.testing.assert_allclose(logits[0], np.asarray(model(jnp.asarray([ids])))[0, -1], atol=0.1)  # bf16 rounding
+    fp32 = tiny_model(TINY)  # the same weights in fp32
+    np.testing.assert_allclose(logits[0], np.asarray(fp32(jnp.asarray([ids])))[0, -1], atol=0.15)
+    # on CPU the engine computes a bf16 model in fp32 by default: then it matches the fp32 model
+    assert Engine(model).config.compute_dtype == ("float32" if jax.default_backend() == "cpu" else "bfloat16")
+    np.testing.assert_allclose(
+        Engine(model, min_bucket=4, compute_dtype="float32").logits(Engine(model).new_cache(1), [ids])[0],
+        np.asarray(fp32(jnp.asarray([ids])))[0, -1],
+        atol=1e-4,
+    )
 
 
 def test_next_power_of_two():

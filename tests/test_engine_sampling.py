@@ -79,3 +79,27 @@ def test_draws_follow_the_filtered_distribution():
 def test_invalid_settings_are_refused(kwargs):
     with pytest.raises(ValueError):
         SamplingParams(**kwargs)
+
+
+def test_large_top_k_and_wide_nuclei_take_the_exact_slow_path():
+    """Beyond the CANDIDATES most likely tokens the fast path cannot decide; the draws must still be exact."""
+    v = 4 * sampling.CANDIDATES
+    logits = np.tile(np.linspace(0.0, -0.5, v), (3000, 1))  # nearly flat, token 0 the most likely
+    k = 2 * sampling.CANDIDATES
+    got = draw(logits, [SamplingParams(1.0, top_k=k, seed=s) for s in range(3000)], np.zeros(3000, np.int32))
+    assert got.max() < k and got.max() >= sampling.CANDIDATES  # top-k larger than the fast path's candidates
+    probs = np.exp(logits[0]) / np.exp(logits[0]).sum()
+    nucleus = int(np.searchsorted(np.cumsum(probs), 0.9)) + 1
+    assert nucleus > sampling.CANDIDATES
+    got = draw(logits, [SamplingParams(1.0, top_p=0.9, seed=s) for s in range(3000)], np.zeros(3000, np.int32))
+    assert got.max() < nucleus and got.max() >= sampling.CANDIDATES
+    # a peaked distribution's nucleus closes within the candidates: the same set, from the fast path
+    peaked = np.tile(-0.3 * np.arange(v, dtype=np.float64), (3000, 1))
+    got = draw(peaked, [SamplingParams(1.0, top_p=0.9, seed=s) for s in range(3000)], np.zeros(3000, np.int32))
+    expected = kept(peaked[:1], [0], [0.9])[0]
+    assert set(got.tolist()) <= set(expected) and len(set(got.tolist())) == len(expected)
+
+
+def test_argmax_matches_numpy_first_maximum():
+    x = np.array([[1.0, 3.0, 3.0, 0.0], [-1.0, -2.0, -1.0, -5.0]], np.float32)
+    assert sampling.argmax(jnp.asarray(x)).tolist() == [1, 0]

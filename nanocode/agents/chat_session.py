@@ -249,7 +249,9 @@ class ChatSession:
             finish = "interrupted"
         finally:
             gen.close()
-            if self.cache.k.is_deleted():  # interrupted inside a cache update: its donated buffers are gone
+            if any(
+                buf.is_deleted() for buf in self.cache.k + self.cache.v
+            ):  # interrupted inside a cache update: its donated buffers are gone
                 self.cache = self.engine.new_cache(1)
         rest = decoder.flush()
         if rest and on_text:

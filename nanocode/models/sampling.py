@@ -6,7 +6,8 @@ position p is fold_in(key(seed), p). A row therefore samples the same tokens alo
 its prompt was split into prefill chunks.
 
 Order of operations (as Hugging Face): divide by the temperature, keep the top-k logits, then keep the smallest set
-of most likely tokens whose probability reaches top_p. Ties at the k-th logit are all kept.
+of most likely tokens whose probability reaches top_p. Ties at the k-th logit are all kept by `filter_logits`; the
+fast path (lax.top_k over the CANDIDATES most likely tokens) keeps exactly k.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, UInt32
 
+# How many of the most likely tokens the fast sampling path looks at (see _draw).
+CANDIDATES = 64
 # Masked logits get the most negative finite float (not -inf): a row whose mask is all-false stays NaN-free.
 NEG = float(jnp.finfo(jnp.float32).min)
 
@@ -74,6 +77,14 @@ def filter_logits(
     return jnp.where(keep, logits, NEG)
 
 
+def argmax(logits: Float[Array, "b v"]) -> Int[Array, " b"]:
+    """The first index of each row's maximum: jnp.argmax's result, computed as two plain reductions (3-5x faster
+    than XLA CPU's variadic (value, index) reduce)."""
+    top = jnp.max(logits, axis=-1, keepdims=True)
+    index = jnp.arange(logits.shape[-1], dtype=jnp.int32)
+    return jnp.min(jnp.where(logits == top, index, logits.shape[-1] - 1), axis=-1)  # (all-NaN row: the last id)
+
+
 def sample(
     logits: Float[Array, "b v"],
     seeds: UInt32[Array, " b"],
@@ -84,15 +95,37 @@ def sample(
 ) -> Int[Array, " b"]:
     """One token per row: argmax where temperature == 0, else a draw from the filtered, tempered distribution."""
     logits = logits.astype(jnp.float32)
-    greedy = jnp.argmax(logits, axis=-1)
+    greedy = argmax(logits)
+    drawn = jax.lax.cond(
+        jnp.any(temperature > 0), _draw, lambda *_: greedy, logits, seeds, positions, temperature, top_k, top_p
+    )
+    return jnp.where(temperature > 0, drawn, greedy)
+
+
+def _draw(logits, seeds, positions, temperature, top_k, top_p) -> Int[Array, " b"]:
+    """Exact sampling, fast in the common cases. Sorting the vocabulary is slow on CPU (13 ms for 32K logits, 100 ms
+    for 8 rows), so the CANDIDATES most likely tokens (lax.top_k) decide on their own whenever that is exact: top_k
+    <= CANDIDATES, or a nucleus that closes within them. Other rows (no filter, larger top_k, a flat distribution's
+    wide nucleus) draw from the whole vocabulary, with the sort only if some of them filters."""
+    v = logits.shape[-1]
+    k = min(CANDIDATES, v)
     scaled = logits / jnp.where(temperature > 0, temperature, 1.0)[:, None]
-    # Sorting the vocabulary costs more than the rest of sampling: only when some row filters.
-    needs_filter = jnp.any((temperature > 0) & ((top_k > 0) | (top_p < 1)))
-    scaled = jax.lax.cond(needs_filter, filter_logits, lambda x, *_: x, scaled, top_k, top_p)
+    keys = jax.vmap(lambda seed, position: jax.random.fold_in(jax.random.key(seed), position))(seeds, positions)
+    vals, idx = jax.lax.top_k(scaled, k)  # descending
+    # top-k within the candidates, then top-p with masses renormalised over what top-k kept (all tokens if top_k 0)
+    small_k = (top_k >= 1) & (top_k <= k)
+    in_k = jnp.where(small_k[:, None], jnp.arange(k) < top_k[:, None], True)
+    norm = jnp.where(small_k, jax.nn.logsumexp(jnp.where(in_k, vals, NEG), -1), jax.nn.logsumexp(scaled, -1))
+    probs = jnp.exp(vals - norm[:, None]) * in_k
+    keep = in_k & ((jnp.cumsum(probs, -1) - probs < top_p[:, None]) | (top_p[:, None] >= 1))
+    exact = small_k | ((top_k == 0) & (top_p < 1) & (jnp.sum(probs, -1) >= top_p))
+    choice = jax.vmap(jax.random.categorical)(keys, jnp.where(keep, vals, NEG))
+    from_candidates = jnp.take_along_axis(idx, choice[:, None], -1)[:, 0]
 
-    def draw(seed, position, row):
-        key = jax.random.fold_in(jax.random.key(seed), position)
-        return jax.random.categorical(key, row)
+    def whole_vocabulary(scaled, keys, top_k, top_p):
+        filters = jnp.any(~exact & ((top_k > 0) | (top_p < 1)))
+        scaled = jax.lax.cond(filters, filter_logits, lambda x, *_: x, scaled, top_k, top_p)
+        return jax.vmap(jax.random.categorical)(keys, scaled)
 
-    drawn = jax.vmap(draw)(seeds, positions, scaled)
-    return jnp.where(temperature > 0, drawn, greedy).astype(jnp.int32)
+    rest = jax.lax.cond(jnp.any(~exact), whole_vocabulary, lambda *_: from_candidates, scaled, keys, top_k, top_p)
+    return jnp.where(exact, from_candidates, rest).astype(jnp.int32)
