@@ -9,6 +9,7 @@ from nanocode.agents.policy import Policy, ScriptedPolicy, ScriptMismatch, syste
 from nanocode.agents.rollouts import build_agentic_data, run_episode, soul_violations
 from nanocode.agents.tasks import RepoTasks, Script, Step, open_sandbox, task_workspace
 from nanocode.agents.tools import build_tools
+from nanocode.align.validation import validate_rollout
 from nanocode.core.errors import ConfigError
 from nanocode.core.kinds import PREFERENCE_DATASETS, SFT_DATASETS
 from nanocode.data.preference import Pair, read_preferences
@@ -63,6 +64,16 @@ def test_tool_results_are_what_the_tools_really_return(built):
                     assert result["role"] == "tool_result"
                     fresh = tools[call["tool_call"]["name"]](call["tool_call"]["args"], box)
                     assert fresh.text == result["content"]
+
+
+def test_conversations_pass_nanocodes_rollout_validation(built):
+    out, _ = built
+    conversations = [r["messages"] for name in ("sft_train.jsonl", "sft_test.jsonl") for r in _lines(out / name)]
+    for name in ("pairs_train.jsonl", "pairs_test.jsonl"):
+        conversations += [p[side]["messages"] for p in _lines(out / name) for side in ("chosen", "rejected")]
+    assert len(conversations) == 3 * COUNT
+    for messages in conversations:
+        assert validate_rollout(messages) == []
 
 
 def test_pairs_break_exactly_their_principle(built):
@@ -124,6 +135,8 @@ def test_registered_datasets_build_on_prepare(tmp_path):
     pairs = PREFERENCE_DATASETS.get("repo_task_pairs")(count=3, seed=2, directory=str(tmp_path))
     pairs.prepare()  # same directory, same parameters: nothing rebuilt
     assert len(pairs.items("train")) == 2
+    only = SFT_DATASETS.get("repo_task_conversations")(count=3, kinds=["locate"])
+    assert only.directory.name == "repo_tasks-s0-n3-locate" and only.kinds == ["locate"]
 
 
 class _Calls(Policy):
@@ -175,3 +188,14 @@ def test_step_budget_and_script_mismatch():
     lenient = ScriptedPolicy(wrong, strict=False)
     run_episode(task, lenient, isolate=False)
     assert len(lenient.mismatches) == 1
+
+
+def test_concurrent_builders_share_one_directory(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(
+            pool.map(lambda _: build_agentic_data(tmp_path, count=2, seed=9, workers=1, progress=False), [0, 1])
+        )
+    assert results[0] == results[1]
+    assert len(read_jsonl(tmp_path / "sft_train.jsonl")) == 1 and len(read_jsonl(tmp_path / "sft_test.jsonl")) == 1

@@ -25,6 +25,7 @@ CLI: `python -m nanocode.agents.rollouts OUT_DIR --count 256 --seed 0`.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import random
@@ -107,7 +108,8 @@ def run_episode(
     tools: Mapping[str, Tool] | None = None,
     base: Path | None = None,
 ) -> Episode:
-    """One episode of `policy` on `task` in a fresh workspace (see the module docstring)."""
+    """One episode of `policy` on `task` in a fresh workspace (see the module docstring). There is no user to ask:
+    Edit and Bash run without the permission prompt, contained by the sandbox."""
     tools = build_tools() if tools is None else tools
     messages: list[Message] = [
         {"role": "system", "content": system_prompt(tools)},
@@ -242,12 +244,40 @@ def build_agentic_data(
         "kinds": sorted(kinds) if kinds else None,
         "format_version": FORMAT_VERSION,
     }
-    manifest_path = out / "manifest.json"
-    if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if manifest.get("params") == params and all((out / f).is_file() for f in FILES):
-            return manifest
-    parts_dir, resume_key = out / ".parts", {k: v for k, v in params.items() if k != "count"}
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per directory: a second one waits, then finds the manifest
+        manifest_path = out / "manifest.json"
+        if manifest_path.is_file():
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            if manifest.get("params") == params and all((out / f).is_file() for f in FILES):
+                return manifest
+        records = _run_tasks(
+            out / ".parts", params, workers=workers, timeout_s=timeout_s, isolate=isolate, progress=progress
+        )
+        for split in ("train", "test"):
+            mine = [r for r in records if r["split"] == split]
+            write_text(out / f"sft_{split}.jsonl", "".join(json.dumps(r["sft"]) + "\n" for r in mine))
+            write_text(out / f"pairs_{split}.jsonl", "".join(json.dumps(p) + "\n" for r in mine for p in r["pairs"]))
+        manifest = {
+            "params": params,
+            "conversations": {s: sum(r["split"] == s for r in records) for s in ("train", "test")},
+            "pairs": {s: sum(len(r["pairs"]) for r in records if r["split"] == s) for s in ("train", "test")},
+            "kinds": dict(sorted(Counter(r["sft"]["kind"] for r in records).items())),
+            "principles": dict(sorted(Counter(p["principle"] for r in records for p in r["pairs"]).items())),
+            "files": list(FILES),
+        }
+        write_json(manifest_path, manifest)
+        shutil.rmtree(out / ".parts", ignore_errors=True)
+        return manifest
+
+
+def _run_tasks(
+    parts_dir: Path, params: dict[str, Any], *, workers: int | None, timeout_s: float, isolate: bool, progress: bool
+) -> list[dict[str, Any]]:
+    """Every task's record in task order, resuming from (and appending to) `parts_dir`."""
+    count, seed = params["count"], params["seed"]
+    resume_key = {k: v for k, v in params.items() if k != "count"}  # a larger count extends a smaller run
     key_file, parts_file = parts_dir / "params.json", parts_dir / "records.jsonl"
     if not key_file.is_file() or json.loads(key_file.read_text(encoding="utf-8")) != resume_key:
         shutil.rmtree(parts_dir, ignore_errors=True)
@@ -256,14 +286,14 @@ def build_agentic_data(
     write_text(parts_file, "".join(json.dumps(done[i]) + "\n" for i in sorted(done)))  # without a torn line
 
     constitution = SoulConstitution()
-    generator = RepoTasks(seed, kinds=kinds)
+    generator = RepoTasks(seed, kinds=params["kinds"])
     tools = build_tools()
     todo = [i for i in range(count) if i not in done]
 
     def one(index: int) -> dict[str, Any]:
-        split = "test" if index % test_every == 0 else "train"
+        split = "test" if index % params["test_every"] == 0 else "train"
         return task_record(
-            generator.task(index), index, seed=seed, split=split, pairs_per_task=pairs_per_task,
+            generator.task(index), index, seed=seed, split=split, pairs_per_task=params["pairs_per_task"],
             constitution=constitution, timeout_s=timeout_s, isolate=isolate, tools=tools,
         )  # fmt: skip
 
@@ -272,61 +302,73 @@ def build_agentic_data(
         Progress(len(todo), "agentic rollouts", unit="task", enabled=progress) as bar,
     ):
         futures = [pool.submit(one, i) for i in todo]
-        for future in as_completed(futures):
-            record = future.result()
-            with open(parts_file, "a", encoding="utf-8") as f:  # this thread only: appends never interleave
-                f.write(json.dumps(record) + "\n")  # key order kept: tool arguments render in dict order
-            done[record["index"]] = record
-            bar.update(1)
-
-    records = [done[i] for i in range(count)]
-    for split in ("train", "test"):
-        mine = [r for r in records if r["split"] == split]
-        write_text(out / f"sft_{split}.jsonl", "".join(json.dumps(r["sft"]) + "\n" for r in mine))
-        write_text(out / f"pairs_{split}.jsonl", "".join(json.dumps(p) + "\n" for r in mine for p in r["pairs"]))
-    manifest = {
-        "params": params,
-        "conversations": {s: sum(r["split"] == s for r in records) for s in ("train", "test")},
-        "pairs": {s: sum(len(r["pairs"]) for r in records if r["split"] == s) for s in ("train", "test")},
-        "kinds": dict(sorted(Counter(r["sft"]["kind"] for r in records).items())),
-        "principles": dict(sorted(Counter(p["principle"] for r in records for p in r["pairs"]).items())),
-        "files": list(FILES),
-    }
-    write_json(manifest_path, manifest)
-    shutil.rmtree(parts_dir, ignore_errors=True)
-    return manifest
+        try:
+            for future in as_completed(futures):
+                record = future.result()
+                with open(parts_file, "a", encoding="utf-8") as f:  # this thread only: appends never interleave
+                    f.write(json.dumps(record) + "\n")  # key order kept: tool arguments render in dict order
+                done[record["index"]] = record
+                bar.update(1)
+        except BaseException:
+            for future in futures:  # a failure or Ctrl-C: do not start the rest (finished ones are saved)
+                future.cancel()
+            raise
+    return [done[i] for i in range(count)]
 
 
 # -- as registered datasets (built on first use into the workspace) ------------------------------------------------
-def default_data_dir(seed: int, count: int) -> Path:
-    return Workspace().sft_data_dir(f"repo_tasks-s{seed}-n{count}")
+def default_data_dir(seed: int, count: int, kinds: Sequence[str] | None = None) -> Path:
+    suffix = f"-{'+'.join(sorted(kinds))}" if kinds else ""
+    return Workspace().sft_data_dir(f"repo_tasks-s{seed}-n{count}{suffix}")
+
+
+class _BuiltOnPrepare:
+    """Shared by the two registered datasets: where the data lives and how `prepare()` builds it."""
+
+    def _setup(self, count: int, seed: int, kinds: Sequence[str] | None, directory: str | None, workers: int | None):
+        self.count, self.seed, self.workers = count, seed, workers
+        self.kinds = list(kinds) if kinds else None
+        self.directory = Path(directory) if directory else default_data_dir(seed, count, self.kinds)
+
+    def prepare(self) -> None:
+        build_agentic_data(self.directory, count=self.count, seed=self.seed, kinds=self.kinds, workers=self.workers)
 
 
 @SFT_DATASETS.register("repo_task_conversations")
-class RepoTaskConversations(JSONLConversations):
+class RepoTaskConversations(_BuiltOnPrepare, JSONLConversations):
     """Agentic SFT conversations from execution-grounded repo tasks (built offline on first use)."""
 
-    def __init__(self, count: int = 256, seed: int = 0, directory: str | None = None, workers: int | None = None):
-        self.count, self.seed, self.workers = count, seed, workers
-        self.directory = Path(directory) if directory else default_data_dir(seed, count)
-        super().__init__(str(self.directory / "sft_train.jsonl"), str(self.directory / "sft_test.jsonl"))
-        self.name = f"repo_tasks-s{seed}-n{count}"
-
-    def prepare(self) -> None:
-        build_agentic_data(self.directory, count=self.count, seed=self.seed, workers=self.workers)
+    def __init__(
+        self,
+        count: int = 256,
+        seed: int = 0,
+        kinds: Sequence[str] | None = None,
+        directory: str | None = None,
+        workers: int | None = None,
+    ):
+        self._setup(count, seed, kinds, directory, workers)
+        JSONLConversations.__init__(
+            self, str(self.directory / "sft_train.jsonl"), str(self.directory / "sft_test.jsonl")
+        )
+        self.name = self.directory.name
 
 
 @PREFERENCE_DATASETS.register("repo_task_pairs")
-class RepoTaskPairs(JSONLPreferences):
+class RepoTaskPairs(_BuiltOnPrepare, JSONLPreferences):
     """Preference pairs from repo tasks: chosen = the good rollout, rejected = a replay breaking one SOUL rule."""
 
-    def __init__(self, count: int = 256, seed: int = 0, directory: str | None = None, workers: int | None = None):
-        self.count, self.seed, self.workers = count, seed, workers
-        self.directory = Path(directory) if directory else default_data_dir(seed, count)
-        super().__init__(str(self.directory / "pairs_train.jsonl"), str(self.directory / "pairs_test.jsonl"))
-
-    def prepare(self) -> None:
-        build_agentic_data(self.directory, count=self.count, seed=self.seed, workers=self.workers)
+    def __init__(
+        self,
+        count: int = 256,
+        seed: int = 0,
+        kinds: Sequence[str] | None = None,
+        directory: str | None = None,
+        workers: int | None = None,
+    ):
+        self._setup(count, seed, kinds, directory, workers)
+        JSONLPreferences.__init__(
+            self, str(self.directory / "pairs_train.jsonl"), str(self.directory / "pairs_test.jsonl")
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
