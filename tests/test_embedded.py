@@ -106,3 +106,12 @@ def test_max_chars_caps_the_corpus(tmp_path):
     source.prepare(progress=False)
     docs = texts(source, "train") + texts(source, "val")
     assert sum(map(len, docs)) >= 100_000 > sum(map(len, docs[:-1]))  # stops at the document that crosses the cap
+
+
+def test_chunking_reassembles_and_respects_the_bound():
+    from nanocode.data.embedded import chunk
+
+    text = "".join(f"def f{i}():\n    return {i}\n\n" for i in range(200)) + "x" * 3000 + "\n"
+    pieces = chunk(text, 500)
+    assert max(map(len, pieces)) <= 500
+    assert "".join(pieces) == text[:-1]  # only whitespace-only pieces (here the final newline) are dropped

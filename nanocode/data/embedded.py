@@ -16,6 +16,7 @@ import functools
 import json
 import os
 import random
+import re
 import sys
 import sysconfig
 from pathlib import Path
@@ -86,12 +87,17 @@ class EmbeddedSource(ParquetSource):
         max_chars: int | None = None,
         seed: int = 42,
         row_group_size: int = parquet.ROW_GROUP_SIZE,
+        max_doc_chars: int | None = None,
     ):
         super().__init__(directory)
         if docs_per_shard < 1 or not 0 < val_fraction < 1:
             raise DataError(f"{self.name}: need docs_per_shard >= 1 and 0 < val_fraction < 1")
         self.docs_per_shard, self.val_fraction, self.seed = docs_per_shard, val_fraction, seed
         self.max_docs, self.max_chars, self.row_group_size = max_docs, max_chars, row_group_size
+        # Split long files into chunks of at most this many characters at blank lines. A short debug context
+        # (256 tokens) would otherwise crop most of every stdlib file away in packing and see the same file
+        # openings again and again; chunks are cut after the train/val split, so no file straddles both.
+        self.max_doc_chars = max_doc_chars
         self.root = stdlib_root()
 
     # -- what subclasses define -------------------------------------------------------------------------------
@@ -115,6 +121,7 @@ class EmbeddedSource(ParquetSource):
             "max_chars": self.max_chars,
             "seed": self.seed,
             "row_group_size": self.row_group_size,
+            "max_doc_chars": self.max_doc_chars,
             "python": sys.version,
             "stdlib": str(self.root),
         }
@@ -162,6 +169,9 @@ class EmbeddedSource(ParquetSource):
             raise DataError(f"{self.name}: only {len(docs)} documents under {self.root}; need 2 (train + val)")
         n_val = min(self.docs_per_shard, max(1, round(len(docs) * self.val_fraction)))
         train, val = docs[:-n_val], docs[-n_val:]
+        if self.max_doc_chars:
+            train = [c for d in train for c in chunk(d, self.max_doc_chars)]
+            val = [c for d in val for c in chunk(d, self.max_doc_chars)]
         shards = [train[i : i + self.docs_per_shard] for i in range(0, len(train), self.docs_per_shard)] + [val]
         # Clear the old build first: its manifest goes before anything else, so a crash leaves "incomplete".
         (self.directory / MANIFEST).unlink(missing_ok=True)
@@ -218,6 +228,26 @@ class EmbeddedProse(EmbeddedSource):
             return _pydoc_topics().get(name)
         source = _read(self.root / name)
         return module_docstrings(source, _module_name(name)) if source else None
+
+
+def chunk(text: str, max_chars: int) -> list[str]:
+    """Split at blank lines into pieces of at most max_chars (a longer paragraph is split at line ends, then hard)."""
+    pieces, current = [], ""
+    for block in re.split(r"(?<=\n\n)", text):
+        while len(block) > max_chars:  # one oversized block: cut at the last newline that fits, else hard
+            cut = block.rfind("\n", 0, max_chars) + 1 or max_chars
+            if current:
+                pieces.append(current)
+                current = ""
+            pieces.append(block[:cut])
+            block = block[cut:]
+        if len(current) + len(block) > max_chars and current:
+            pieces.append(current)
+            current = ""
+        current += block
+    if current.strip():
+        pieces.append(current)
+    return [p for p in pieces if p.strip()]
 
 
 def _module_name(rel_path: str) -> str:
