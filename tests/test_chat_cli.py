@@ -15,6 +15,7 @@ from nanocode.agents.loading import InferenceModel, load
 from nanocode.cli.main import main
 from nanocode.core import mesh as mesh_lib
 from nanocode.core.checkpoint import Checkpointer, make_meta
+from nanocode.core.errors import CheckpointError
 from nanocode.core.workspace import Workspace
 from nanocode.data.conversation import ConversationCodec
 from nanocode.models.engine import Engine
@@ -76,6 +77,10 @@ def test_loaded_parameters_are_the_saved_ones(tmp_path, gin_clean):
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(saved), strict=True):
         assert len(a.sharding.device_set) == 1  # onto one device, whatever mesh it was saved from
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    ckpt = Workspace("cli").checkpoint_dir("sft")
+    assert load(InferenceModel(model_config=CONFIG), Workspace("cli"), stage="x", checkpoint=ckpt / "7").step == 7
+    with pytest.raises(CheckpointError, match="step 99"):
+        load(InferenceModel(model_config=CONFIG), Workspace("cli"), stage="sft", step=99)
 
 
 def test_one_shot_prompt(tmp_path, gin_clean, capsys):

@@ -3,8 +3,8 @@
 The model class and config come from the experiment's gin macros (%MODEL, %MODEL_CONFIG: every
 experiments/base/model/*.gin binds them), the parameters from the latest complete checkpoint of
 `Workspace(tag).checkpoint_dir(stage)` (or a given directory), and the tokenizer from `Workspace(tag).tokenizer_dir`.
-Only the `params` subtree of the saved train state is read (orbax partial restore), straight onto one device,
-whatever mesh the run was trained on; the optimizer state stays on disk.
+Only the `params` subtree of the saved train state is read (the fine-tuning loop's `restore_params`: an orbax partial
+restore), straight onto one device, whatever mesh the run was trained on; the optimizer state stays on disk.
 
     spec = config.build(InferenceModel)            # after parsing the experiment (the CLI adds the macro bindings)
     loaded = load(spec, Workspace("debug"), stage="sft")
@@ -14,21 +14,20 @@ whatever mesh the run was trained on; the optimizer state stays on disk.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jax
-import orbax.checkpoint as ocp
 from flax import nnx
 
-from nanocode.core.checkpoint import COMMIT_FILE, Checkpointer
+from nanocode.core.checkpoint import Checkpointer
 from nanocode.core.errors import CheckpointError, ConfigError
 from nanocode.core.interfaces import Tokenizer
 from nanocode.core.kinds import MODELS, TOKENIZERS
 from nanocode.core.registry import register_config
 from nanocode.core.workspace import Workspace
+from nanocode.train.loop import init_step_dir, restore_params
 
 STAGES = ("pretrain", "sft", "align")
 # The gin bindings the chat/serve commands add so InferenceModel follows the experiment's model macros.
@@ -64,49 +63,27 @@ class Loaded:
     meta: dict[str, Any]
 
 
-def step_dir(directory: str | Path, step: int | None = None) -> Path:
-    """A complete checkpoint step: `directory` itself if it is one, else its latest (or given) complete step."""
-    directory = Path(directory).expanduser()
-    if (directory / COMMIT_FILE).is_file() and directory.name.isdigit():
-        return directory
-    if not directory.is_dir():
-        raise CheckpointError(f"{directory}: no checkpoint directory (train that stage first, or pass --checkpoint)")
-    ckpt = Checkpointer(directory, max_to_keep=None)
-    try:
-        steps = ckpt.steps()
-    finally:
-        ckpt.close()
-    if not steps:
-        raise CheckpointError(f"{directory}: no complete checkpoint step in it")
-    if step is not None and step not in steps:
-        raise CheckpointError(f"{directory}: no complete checkpoint for step {step} (complete: {steps})")
-    return directory / str(step if step is not None else steps[-1])
+def step_dir(workspace: Workspace, stage: str, checkpoint: str | Path | None = None, step: int | None = None) -> Path:
+    """The complete checkpoint step to read: the latest (or `step`) of the stage's checkpoints or of `checkpoint`,
+    which may also be a step directory itself."""
+    if step is None:
+        return init_step_dir(workspace, stage, None if checkpoint is None else str(checkpoint), "--checkpoint")
+    directory = Path(checkpoint).expanduser() if checkpoint is not None else workspace.checkpoint_dir(stage)
+    steps = Checkpointer(directory, max_to_keep=None).steps() if directory.is_dir() else []
+    if step not in steps:
+        raise CheckpointError(f"{directory}: no complete checkpoint for step {step} (complete: {steps or 'none'})")
+    return directory / str(step)
 
 
 def load_model(model_class: type, config: Any, path: Path) -> nnx.Module:
-    """The model with its parameters read from the `params` of the train state saved in step directory `path`
-    (built abstractly first: no random initialisation is computed only to be overwritten)."""
+    """The model with its parameters read from the `params` of the train state saved in step directory `path`,
+    onto one device (built abstractly first: no random initialisation is computed only to be overwritten)."""
     graphdef, params, rest = nnx.split(nnx.eval_shape(lambda: model_class(config, rngs=nnx.Rngs(0))), nnx.Param, ...)
     if jax.tree.leaves(rest):  # non-parameter state (none in GPT): take its initial values from a real model
         rest = nnx.state(model_class(config, rngs=nnx.Rngs(0)), nnx.Not(nnx.Param))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), params)
-    restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding), target)
-    args = ocp.args.PyTreeRestore(item={"params": target}, restore_args={"params": restore_args}, partial_restore=True)
-    asyncio_log = logging.getLogger("asyncio")
-    level = asyncio_log.level
-    asyncio_log.setLevel(logging.CRITICAL)  # a shape mismatch also logs every failed read task; the error says it
-    try:
-        restored = ocp.PyTreeCheckpointer().restore(path / "state", args=args)
-    except Exception as e:  # orbax raises many types with multi-line messages
-        first = (str(e).strip().splitlines() or [""])[0].split(" Truncating")[0]
-        raise CheckpointError(
-            f"{path}: cannot read the model parameters ({type(e).__name__}: {first}); does the experiment's "
-            "model config match the checkpoint?"
-        ) from e
-    finally:
-        asyncio_log.setLevel(level)
-    return nnx.merge(graphdef, restored["params"], rest)
+    return nnx.merge(graphdef, restore_params(path, target), rest)
 
 
 def load(
@@ -118,7 +95,7 @@ def load(
     step: int | None = None,
 ) -> Loaded:
     """Build the model, read its parameters from the stage's checkpoint and load the tokenizer."""
-    path = step_dir(checkpoint if checkpoint is not None else workspace.checkpoint_dir(stage), step)
+    path = step_dir(workspace, stage, checkpoint, step)
     tokenizer = TOKENIZERS.get(spec.tokenizer).load(workspace.tokenizer_dir)
     if tokenizer.vocab_size > spec.model_config.vocab_size:
         raise ConfigError(
