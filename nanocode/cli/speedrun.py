@@ -42,12 +42,12 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("tokenizer", "tok-train", ("--prepare",)),
     Stage("tokenizer-eval", "tok-eval"),
-    Stage("pretrain", "pretrain", ("--resume",), needs_module="nanocode.train.pretrain"),
-    Stage("sft", "sft", ("--resume",), needs_module="nanocode.train.sft"),
-    Stage("synth", "synth", ("tasks",), needs_module="nanocode.agents.rollouts"),
-    Stage("align", "align", ("--resume",), needs_module="nanocode.train.align"),
+    Stage("pretrain", "pretrain", ("--resume",)),
+    Stage("synth", "synth", ("tasks",)),
+    Stage("sft", "sft", ("--resume",)),
+    Stage("align", "align", ("--resume",)),
     Stage("eval", "eval", ("--suite", "all"), needs_module="nanocode.cli.eval_cmd"),
-    Stage("report", "report", needs_module="nanocode.cli.report"),
+    Stage("report", "report"),
 )
 
 
