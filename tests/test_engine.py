@@ -178,3 +178,21 @@ def test_bf16_engine_runs_and_tracks_the_fp32_model():
 
 def test_next_power_of_two():
     assert [next_power_of_two(n) for n in (1, 2, 3, 4, 5, 16, 17)] == [1, 2, 4, 4, 8, 16, 32]
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_decode_step_updates_the_cache_in_place(model, batch):
+    """No copy of a cache-sized buffer in the compiled decode step (layouts that made XLA copy each layer's cache at
+    every token are what the engine's layout avoids); the buffers are donated and aliased to the outputs."""
+    from nanocode.models import sampling
+
+    engine = Engine(model, max_len=96)
+    cache = engine.new_cache(batch)
+    args = sampling.stack([GREEDY] * batch)
+    column, ones = np.zeros((batch, 1), np.int32), np.ones((batch,), np.int32)
+    hlo = engine._step_jit.lower(engine._params, engine._rest, cache.k, cache.v, column, ones, ones, **args)
+    text = hlo.compile().as_text()
+    shapes = {f"f32[{','.join(map(str, buf.shape))}]" for buf in cache.k + cache.v}
+    copies = [line for line in text.splitlines() if " copy(" in line and any(s in line for s in shapes)]
+    assert copies == []
+    assert "input_output_alias" in text.splitlines()[0]
