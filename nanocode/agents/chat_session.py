@@ -249,9 +249,8 @@ class ChatSession:
             finish = "interrupted"
         finally:
             gen.close()
-            if any(
-                buf.is_deleted() for buf in self.cache.k + self.cache.v
-            ):  # interrupted inside a cache update: its donated buffers are gone
+            # Interrupted inside a cache update, its donated buffers are gone: start the cache afresh.
+            if any(buf.is_deleted() for buf in self.cache.k + self.cache.v):
                 self.cache = self.engine.new_cache(1)
         rest = decoder.flush()
         if rest and on_text:
@@ -291,15 +290,14 @@ class ChatSession:
         budget = self.engine.max_len - self.reserve
         if len(self.tokens) + 1 <= budget:  # + <|assistant_start|>
             return 0
-        starts = [i for i, m in enumerate(self.messages) if m["role"] == "user"]
-        for start in starts[1:] + [None]:
-            if start is None:
-                raise ContextFull(len(self.tokens) + 1 + self.reserve, self.engine.max_len)
+        tokens: list[int] = []
+        for start in [i for i, m in enumerate(self.messages) if m["role"] == "user"][1:]:
             kept = self.messages[start:]
             segments = [self.segment_ids(kept[0], first_user=True), *self._segments[start + 1 :]]
-            tokens = [self.codec.ids["bos"]] + [t for s in segments for t in s]
+            tokens = [self.codec.ids["bos"]] + [t for seg in segments for t in seg]
             if len(tokens) + 1 <= budget:
                 self.messages, self._segments, self.tokens = kept, segments, tokens
                 self.cache.reset()
                 return start
-        raise AssertionError("unreachable")
+        smallest = len(tokens or self.tokens) + 1  # the newest exchange alone
+        raise ContextFull(smallest + self.reserve, self.engine.max_len)
