@@ -234,3 +234,30 @@ def test_sigterm_saves_and_exits_cleanly(workspace_env):
     saved = Checkpointer(ws.checkpoint_dir("pretrain")).latest_step()
     assert saved is not None and 1 <= saved < 100000
     assert f"stopped at step {saved}" in err
+
+
+@pytest.mark.slow
+def test_debug_experiment_learns(tmp_path, monkeypatch):
+    """The debug experiment end to end (shortened to 150 of its 300 steps): embedded corpus, its 8,192-id tokenizer,
+    the d3 model; the validation bits per byte (mean of the sources) falls by at least 40% from step 0, each
+    source's by at least 30% (after 100 steps: web 3.18 -> 2.01, code 3.57 -> 1.95, mean -41%)."""
+    monkeypatch.setenv("NANOCODE_BASE_DIR", str(tmp_path))
+    short = [
+        "Pretraining.num_steps = 150",
+        "Pretraining.eval_every = 75",
+        "Pretraining.eval_batches = 2",
+        "Pretraining.sample_every = 0",
+        "Pretraining.checkpoint_every = 0",
+    ]
+    try:
+        assert main(["tok-train", "--gin_file", EXPERIMENT, "--prepare", "--quiet"]) == 0
+        argv = ["pretrain", "--gin_file", EXPERIMENT, "--quiet", *(f"--gin_param={p}" for p in short)]
+        assert main(argv) == 0
+    finally:
+        gin.clear_config()
+    records = [json.loads(line) for line in (Workspace("debug").run_dir("pretrain") / "metrics.jsonl").open()]
+    evals = {r["step"]: r for r in records if "val_bpb" in r}
+    assert sorted(evals) == [0, 75, 150]
+    assert evals[150]["val_bpb"] <= 0.6 * evals[0]["val_bpb"], (evals[0], evals[150])
+    for key in ("web_bpb", "code_bpb"):
+        assert evals[150][key] <= 0.7 * evals[0][key], (key, evals[0][key], evals[150][key])
