@@ -1,0 +1,61 @@
+"""Evaluate a checkpoint with every suite: CORE, HumanEval pass@k, the agentic tasks and the tool-call validity rate.
+
+The experiment's `Evaluation` bindings (experiments/base/eval/*.gin) say which suites and how big; the flags below
+override them. The model comes from the experiment's %MODEL / %MODEL_CONFIG, the checkpoint from the stage's latest
+(by default the last of align, sft, pretrain that has one). Writes <tag>/eval/results.json (every number with its
+definition and source; a suite that cannot run, e.g. CORE without its bundle and no network, records why and the
+others still run) and one JSONL log per suite beside it.
+
+Example: nanocode eval --gin_file experiments/debug_cpu.gin --gin_file experiments/base/eval/debug.gin --suite all
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from nanocode.cli.common import add_config_arguments, load_config
+
+SUITE_CHOICES = ("core", "humaneval", "agentic", "tool_calls", "all")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument(
+        "--suite", action="append", choices=SUITE_CHOICES, help="suite to run (repeatable; default: Evaluation.suites)"
+    )
+    parser.add_argument("--stage", choices=("pretrain", "sft", "align", "latest"), help="whose checkpoint")
+    parser.add_argument("--checkpoint", metavar="DIR", help="a checkpoints directory or one step in it")
+    parser.add_argument("--step", type=int, help="checkpoint step (default: the latest complete one)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from nanocode.agents.loading import MACRO_BINDINGS, InferenceModel
+    from nanocode.core import config
+    from nanocode.core.errors import ConfigError
+    from nanocode.core.workspace import Workspace
+    from nanocode.evals.run import SUITES, Evaluation
+
+    args.gin_param = [*MACRO_BINDINGS, *args.gin_param]  # the user's bindings still win
+    load_config(args)
+    experiment = config.build(Evaluation)
+    overrides = {}
+    if args.suite:
+        overrides["suites"] = SUITES if "all" in args.suite else tuple(dict.fromkeys(args.suite))
+    for flag in ("stage", "checkpoint", "step"):
+        if getattr(args, flag) is not None:
+            overrides[flag] = getattr(args, flag)
+    try:
+        experiment = dataclasses.replace(experiment, **overrides)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    workspace = config.build(Workspace)
+    spec = config.build(InferenceModel)
+    results = experiment.run(workspace, spec, progress=not args.quiet)
+    config.write_config(workspace.run_dir("eval"))
+    print(workspace.run_dir("eval") / "results.json")
+    failed = [s for s in experiment.suites if results["suites"][s]["status"] != "ok"]
+    if failed:
+        print(f"nanocode eval: not evaluated: {', '.join(failed)} (reasons in results.json)")
+    return 0
