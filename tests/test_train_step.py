@@ -125,3 +125,35 @@ def test_state_is_sharded_by_logical_names_and_donated():
         state, _ = step(init.state, mesh_lib.shard_batch({"tokens": batch()}, mesh, rules))
     assert wte.is_deleted()  # the old state's buffers were donated to the new one
     assert state.params["wte"][...].sharding.spec == wte.sharding.spec
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fused_head_loss_matches_plain_autodiff(dtype, monkeypatch):
+    """GPT's loss fused with its head (custom VJP, chunked) against autodiff of logits -> token_nll."""
+    from nanocode.train import loss as loss_lib
+
+    monkeypatch.setattr(loss_lib, "CHUNK_BYTES", 64 * TINY.vocab_size * 4)  # 64 rows per chunk: 8 chunks here
+    config = GPTConfig(**{**TINY.__dict__, "compute_dtype": dtype})
+    model = GPT(config, rngs=nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tokens = jnp.asarray(batch(rows=8))
+    mask = jnp.asarray(np.random.default_rng(2).random(tokens.shape) < 0.7)
+
+    def fused(p):
+        return loss_sums(nnx.merge(graphdef, p, rest), tokens, mask)
+
+    def plain(p):
+        m = nnx.merge(graphdef, p, rest)
+        nll = token_nll(m(tokens[:, :-1]), tokens[:, 1:])
+        valid = mask[:, 1:]
+        return jnp.sum(jnp.where(valid, nll, 0.0)), jnp.sum(valid, dtype=jnp.float32)
+
+    assert loss_lib.has_gpt_head(model) and loss_lib.num_chunks(8 * 64, TINY.vocab_size) == 8
+    (a, count_a), grads_a = jax.value_and_grad(fused, has_aux=True)(params)
+    (b, count_b), grads_b = jax.value_and_grad(plain, has_aux=True)(params)
+    tol = 1e-5 if dtype == "float32" else 2e-2
+    assert count_a == count_b
+    np.testing.assert_allclose(float(a), float(b), rtol=tol)
+    for ga, gb in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
+        scale = float(jnp.abs(gb).max()) + 1e-12
+        np.testing.assert_allclose(np.asarray(ga) / scale, np.asarray(gb) / scale, atol=tol)
