@@ -83,6 +83,19 @@ def test_loaded_parameters_are_the_saved_ones(tmp_path, gin_clean):
         load(InferenceModel(model_config=CONFIG), Workspace("cli"), stage="sft", step=99)
 
 
+def test_loading_is_read_only(tmp_path, gin_clean):
+    """A chat started while the stage still trains must not touch its checkpoints: a save in flight (orbax's
+    temporary directory) survives, and a stage without checkpoints gets no directory created."""
+    make_run(tmp_path)
+    in_flight = Workspace("cli").checkpoint_dir("sft") / "8.orbax-checkpoint-tmp-1234"
+    in_flight.mkdir()
+    assert load(InferenceModel(model_config=CONFIG), Workspace("cli"), stage="sft").step == 7
+    assert in_flight.is_dir()
+    with pytest.raises(CheckpointError, match="no complete align checkpoint"):
+        load(InferenceModel(model_config=CONFIG), Workspace("cli"), stage="align")
+    assert not Workspace("cli").run_dir("align").exists()
+
+
 def test_one_shot_prompt(tmp_path, gin_clean, capsys):
     gin_file, _ = make_run(tmp_path)
     argv = ["chat", "--gin_file", gin_file, "--prompt", "hello there", "--temperature", "0", "--max_new_tokens", "8"]

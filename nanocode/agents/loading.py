@@ -21,13 +21,13 @@ from typing import Any
 import jax
 from flax import nnx
 
-from nanocode.core.checkpoint import Checkpointer
+from nanocode.core.checkpoint import COMMIT_FILE, ITEMS
 from nanocode.core.errors import CheckpointError, ConfigError
 from nanocode.core.interfaces import Tokenizer
 from nanocode.core.kinds import MODELS, TOKENIZERS
 from nanocode.core.registry import register_config
 from nanocode.core.workspace import Workspace
-from nanocode.train.loop import init_step_dir, restore_params
+from nanocode.train.loop import restore_params
 
 STAGES = ("pretrain", "sft", "align")
 # The gin bindings the chat/serve commands add so InferenceModel follows the experiment's model macros.
@@ -63,16 +63,37 @@ class Loaded:
     meta: dict[str, Any]
 
 
+def complete_steps(directory: Path) -> list[int]:
+    """The steps under `directory` whose save completed (orbax's commit record, every item present), read-only.
+
+    (Not through a Checkpointer: creating its CheckpointManager deletes temporary directories, which would destroy a
+    save in flight if the stage is still training.)"""
+    steps = []
+    for path in directory.iterdir() if directory.is_dir() else []:
+        try:
+            record = json.loads((path / COMMIT_FILE).read_text()) if path.name.isdigit() else {}
+        except (OSError, ValueError):
+            continue
+        if record.get("commit_timestamp_nsecs") and all((path / item).is_dir() for item in ITEMS):
+            steps.append(int(path.name))
+    return sorted(steps)
+
+
 def step_dir(workspace: Workspace, stage: str, checkpoint: str | Path | None = None, step: int | None = None) -> Path:
     """The complete checkpoint step to read: the latest (or `step`) of the stage's checkpoints or of `checkpoint`,
     which may also be a step directory itself."""
-    if step is None:
-        return init_step_dir(workspace, stage, None if checkpoint is None else str(checkpoint), "--checkpoint")
     directory = Path(checkpoint).expanduser() if checkpoint is not None else workspace.checkpoint_dir(stage)
-    steps = Checkpointer(directory, max_to_keep=None).steps() if directory.is_dir() else []
-    if step not in steps:
-        raise CheckpointError(f"{directory}: no complete checkpoint for step {step} (complete: {steps or 'none'})")
-    return directory / str(step)
+    if step is None and directory.name.isdigit() and directory.parent.is_dir():
+        if int(directory.name) in complete_steps(directory.parent):  # a step directory itself
+            return directory
+    steps = complete_steps(directory)
+    if not steps:
+        raise CheckpointError(
+            f"{directory}: no complete {stage} checkpoint (train that stage first, or pass --checkpoint)"
+        )
+    if step is not None and step not in steps:
+        raise CheckpointError(f"{directory}: no complete checkpoint for step {step} (complete: {steps})")
+    return directory / str(steps[-1] if step is None else step)
 
 
 def load_model(model_class: type, config: Any, path: Path) -> nnx.Module:
