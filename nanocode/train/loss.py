@@ -3,12 +3,12 @@ into an exact per-token mean (sum of losses / total valid tokens), never a mean 
 
 A target is valid where its loss-mask entry is non-zero and its id is >= 0 (nanocode marks ignored targets -1).
 
-For the GPT's own head (x @ lm_head, soft-capped) the loss is fused with the head: a custom VJP computes the
-logits chunk by chunk, keeps only each row's log-sum-exp for the backward pass, and there recomputes the logits
-and forms the gradient (softmax - one-hot) x softcap' in one pass feeding the two head matmuls. Autodiff of the
-plain version stores the fp32 [tokens, vocab] logits and tanh, and XLA:CPU spent ~18% of a small model's step
-transposing that gradient; the fused version is ~1.3x faster end to end there, and holds at most one chunk of
-logits in memory at a time on any backend.
+For the GPT's own head (x @ lm_head, soft-capped) the loss is fused with the head: a custom VJP goes over the
+logits chunk by chunk and, while a chunk is in memory, forms the loss and its gradients (softmax - one-hot) x
+softcap' -> dh, dw at once (the loss ends the computation, so its cotangent is a scalar that scales them later).
+Autodiff of the plain version stores the fp32 [tokens, vocab] logits and tanh, and XLA:CPU spent ~18% of a small
+model's step transposing that gradient; the fused version is faster end to end there (benchmarks/train_cpu.py),
+and holds at most one chunk of logits in memory at a time on any backend.
 """
 
 from __future__ import annotations
@@ -101,37 +101,38 @@ def head_nll_sum(
 
 
 def _head_fwd(h, w, targets, valid, softcap, chunks):
-    def chunk(args):
-        hc, tc, vc = args
-        z, _ = _logits(hc, w, softcap)
-        lse = jax.nn.logsumexp(z, axis=-1)
-        picked = jnp.take_along_axis(z, jnp.maximum(tc, 0)[:, None], axis=-1)[:, 0]
-        return jnp.sum(jnp.where(vc, lse - picked, 0.0)), lse
+    """The loss and, in the same pass over each chunk of logits, its gradients with respect to h and w.
 
-    sums, lse = jax.lax.map(chunk, (_chunked(h, chunks), _chunked(targets, chunks), _chunked(valid, chunks)))
-    return jnp.sum(sums), (h, w, targets, valid, lse)
-
-
-def _head_bwd(softcap, chunks, residuals, g):
-    h, w, targets, valid, lse = residuals
+    The loss is a sum that ends the computation, so its cotangent is a scalar g: the gradients can be formed now
+    and scaled by g later. Three matmuls per chunk (logits, dh, dw) and no logits kept, instead of four (logits
+    recomputed in the backward pass). Unused gradients (a forward-only call) are removed by XLA.
+    """
     w_c = w.astype(h.dtype)
 
     def chunk(dw, args):
-        hc, tc, vc, lc = args
+        hc, tc, vc = args
         z, t = _logits(hc, w, softcap)
-        dz = jnp.exp(z - lc[:, None])  # softmax
+        lse = jax.nn.logsumexp(z, axis=-1)
+        picked = jnp.take_along_axis(z, jnp.maximum(tc, 0)[:, None], axis=-1)[:, 0]
+        loss = jnp.sum(jnp.where(vc, lse - picked, 0.0))
+        dz = jnp.exp(z - lse[:, None])  # softmax
         dz = dz - (jnp.arange(z.shape[1])[None, :] == tc[:, None])  # - one-hot (fused, no [n, v] one-hot array)
-        dz = dz * jnp.where(vc, g, 0.0)[:, None]
+        dz = jnp.where(vc[:, None], dz, 0.0)
         if softcap:
             dz = dz * (1.0 - t * t)  # d(softcap * tanh(z / softcap)) / dz
         dz = dz.astype(h.dtype)
         dh = jnp.einsum("nv,ev->ne", dz, w_c, preferred_element_type=jnp.float32).astype(h.dtype)
-        return dw + jnp.einsum("ne,nv->ev", hc, dz, preferred_element_type=jnp.float32), dh
+        return dw + jnp.einsum("ne,nv->ev", hc, dz, preferred_element_type=jnp.float32), (loss, dh)
 
-    xs = (_chunked(h, chunks), _chunked(targets, chunks), _chunked(valid, chunks), lse)
-    dw, dh = jax.lax.scan(chunk, jnp.zeros(w.shape, jnp.float32), xs)
+    xs = (_chunked(h, chunks), _chunked(targets, chunks), _chunked(valid, chunks))
+    dw, (losses, dh) = jax.lax.scan(chunk, jnp.zeros(w.shape, jnp.float32), xs)
     dh = dh.swapaxes(0, 1).reshape(h.shape)  # undo _chunked
-    return dh, dw.astype(w.dtype), None, None
+    return jnp.sum(losses), (dh, dw.astype(w.dtype))
+
+
+def _head_bwd(softcap, chunks, residuals, g):
+    dh, dw = residuals
+    return (g * dh).astype(dh.dtype), g * dw, None, None
 
 
 head_nll_sum.defvjp(_head_fwd, _head_bwd)
