@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from nanocode.core import config as config_lib
 from nanocode.core import mesh as mesh_lib
@@ -303,8 +304,9 @@ class PretrainRun:
         """Validation bits per byte of each source (`<source>_bpb`) and their mean (`val_bpb`)."""
         record: dict[str, Any] = {"step": step}
         for name, batches in self.val_batches.items():
-            record[f"{name}_bpb"] = evaluate_bpb(self.eval_step, state.params, state.rest, map(self.shard, batches))
-        values = [record[f"{name}_bpb"] for name in self.val_batches]
+            if batches:
+                record[f"{name}_bpb"] = evaluate_bpb(self.eval_step, state.params, state.rest, map(self.shard, batches))
+        values = [v for k, v in record.items() if k.endswith("_bpb")]
         record["val_bpb"] = float(np.mean(values)) if values else float("nan")
         self.metrics.log(record)
         _say("eval " + format_line(step, record, tuple(k for k in record if k != "step")))
@@ -391,6 +393,13 @@ class PretrainRun:
             process_count=pc,
         )
         self.val_batches = {name: list(it) for name, it in val.items()}  # the same batches at every eval
+        if pc > 1:  # every process must run the same number of eval steps (a small val shard may split unevenly)
+            counts = multihost_utils.process_allgather(np.asarray([len(b) for b in self.val_batches.values()]))
+            fewest = np.asarray(counts).reshape(pc, -1).min(axis=0)
+            self.val_batches = {k: b[:n] for (k, b), n in zip(self.val_batches.items(), fewest.tolist())}
+        for name, batches in self.val_batches.items():
+            if not batches:
+                _say(f"pretrain: warning: source {name!r} has too little validation text for one batch; no {name}_bpb")
         peak, peak_desc = mfu_lib.peak_flops(exp.model_config.dtype, jax.devices(), exp.peak_flops)
         _say(f"pretrain: MFU against {peak_desc}")
 
