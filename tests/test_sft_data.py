@@ -84,3 +84,15 @@ def test_registered_hub_datasets_use_the_real_layout():
     ds = registry.get("sft_dataset", "nanocode_tulu_selfoss_evol")(base_url="http://127.0.0.1:1/{repo}/{file}")
     assert ds.repo == "smohammadi/nanocode-tulu-selfoss-evol"
     assert ds.train.endswith("all_train.jsonl") and ds.test.endswith("all_test.jsonl")
+
+
+def test_held_out_data_keeps_its_partial_last_batch_as_padding(jsonl):
+    codec = ConversationCodec(small_tokenizer())
+    convs = JSONLConversations(str(jsonl)).conversations("train")[:5]
+    packer = SFTPacker(convs, codec, batch_size=8, seq_len=48, cycle=False)  # 5 conversations < 8 rows
+    batches = list(packer)
+    tokens, mask = batches[-1]
+    assert len(batches) == 1 and tokens.shape == (8, 49)
+    ends = sum(int(((b[0] == codec.ids["assistant_end"]) & (b[1] == 1)).sum()) for b in batches)
+    assert ends == 5 and packer.stats.dropped_too_long == 0  # every held-out conversation is evaluated
+    assert not mask[-1].any()  # the padding row trains nothing

@@ -226,7 +226,11 @@ class SFTPacker:
         return np.asarray(tokens, np.int32), np.asarray(mask, np.int32)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Batches of (tokens int32[B, T+1], mask int32[B, T+1]); the loss mask of target t is mask[:, t+1]."""
+        """Batches of (tokens int32[B, T+1], mask int32[B, T+1]); the loss mask of target t is mask[:, t+1].
+
+        Without `cycle` (held-out data) the last, partial batch is filled with padding rows (mask 0), so every
+        held-out conversation is evaluated and the batch shape stays fixed (no recompilation).
+        """
         while True:
             rows = []
             for _ in range(self.batch_size):
@@ -234,9 +238,14 @@ class SFTPacker:
                 if row is None:
                     break
                 rows.append(row)
-            if len(rows) < self.batch_size:
+            short = self.batch_size - len(rows)
+            if not rows or (short and self.cycle):
                 return
+            pad = (np.full(self.seq_len + 1, self.codec.ids["bos"], np.int32), np.zeros(self.seq_len + 1, np.int32))
+            rows += [pad] * short
             yield np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+            if short:
+                return
 
     def state(self) -> dict:
         return {"epoch": self._epoch, "cursor": self._cursor, "buffer": [b[0] for b in self._buffer]}
