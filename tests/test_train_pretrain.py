@@ -16,6 +16,7 @@ import pytest
 
 from nanocode.cli.main import main
 from nanocode.core import config
+from nanocode.core import mesh as mesh_lib
 from nanocode.core.checkpoint import Checkpointer
 from nanocode.core.errors import CheckpointError
 from nanocode.core.workspace import Workspace
@@ -137,6 +138,7 @@ def test_run_logs_evals_samples_and_checkpoints(workspace_env):
 DRIVER = """
 import sys, time
 from nanocode.core import config
+from nanocode.core import mesh as mesh_lib
 from nanocode.core.workspace import Workspace
 from nanocode.registry import load_builtins
 load_builtins()
@@ -261,3 +263,60 @@ def test_debug_experiment_learns(tmp_path, monkeypatch):
     assert evals[150]["val_bpb"] <= 0.6 * evals[0]["val_bpb"], (evals[0], evals[150])
     for key in ("web_bpb", "code_bpb"):
         assert evals[150][key] <= 0.7 * evals[0][key], (key, evals[0][key], evals[150][key])
+
+
+@pytest.mark.slow
+def test_two_processes_run_the_loop(tmp_path, monkeypatch):
+    """`nanocode pretrain` as 2 processes x 4 simulated devices on one (1, 8, 1) mesh: each feeds its own slice of
+    the data, process 0 alone writes the logs, both save one checkpoint, which restores in a single process."""
+    import socket
+
+    monkeypatch.setenv("NANOCODE_BASE_DIR", str(tmp_path))
+    small_row_groups = ["embedded_code.row_group_size = 16", "embedded_prose.row_group_size = 32"]
+    params = params_for(
+        "multi",
+        *small_row_groups,
+        "axes.shape = (1, 8, 1)",
+        "Pretraining.batch_size = 16",
+        "Pretraining.micro_batch_size = 8",
+        "Pretraining.num_steps = 4",
+        "Pretraining.eval_every = 2",
+    )
+    try:
+        argv = ["tok-train", "--gin_file", EXPERIMENT, "--prepare", "--quiet", *(f"--gin_param={p}" for p in params)]
+        assert main(argv) == 0
+    finally:
+        gin.clear_config()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = [sys.executable, "-m", "nanocode.cli.main", "pretrain", "--gin_file", EXPERIMENT, "--quiet"]
+    argv += [f"--gin_param={p}" for p in params]
+    procs = []
+    for i in range(2):
+        env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+        env |= {
+            "NANOCODE_COORDINATOR": f"127.0.0.1:{port}",
+            "NANOCODE_NUM_PROCESSES": "2",
+            "NANOCODE_PROCESS_ID": str(i),
+        }
+        procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    try:
+        outputs = [p.communicate(timeout=600)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-3000:]
+    assert "eval step 4" in outputs[0] and "eval step" not in outputs[1]  # process 0 reports
+    steps = losses("multi")
+    assert sorted(steps) == [1, 2, 3, 4] and steps[4] < steps[1]
+    exp = experiment("multi", *params[len(TINY) + 1 :])
+    with mesh_lib.activate(exp.mesh.make(), exp.mesh.rules) as mesh:
+        init, _ = exp.build_step(exp.plan(), mesh, exp.mesh.rules, abstract=True)
+        restored = Checkpointer(Workspace("multi").checkpoint_dir("pretrain")).restore(4, init.state)
+    assert restored.data["process"] == [0, 2]  # process 0's data position
+    assert int(restored.state.step) == 4
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(restored.state))

@@ -382,7 +382,7 @@ class PretrainRun:
             rest_shardings=init.shardings.rest,
             batch_sharding=mesh_lib.batch_sharding(mesh, rules),
         )
-        self.greedy = make_greedy(init.graphdef, exp.sample_tokens)
+        self.greedy = make_greedy(init.graphdef, exp.sample_tokens, mesh)
         val = validation_loaders(
             exp.mixture,
             self.tokenizer,

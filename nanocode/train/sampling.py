@@ -26,9 +26,10 @@ PRETRAIN_PROMPTS: tuple[str, ...] = (
 )
 
 
-def make_greedy(graphdef: nnx.GraphDef, max_new_tokens: int):
+def make_greedy(graphdef: nnx.GraphDef, max_new_tokens: int, mesh: jax.sharding.Mesh | None = None):
     """The jitted `greedy(params, rest, tokens int32[n, L], lengths int32[n]) -> tokens` filling positions
-    lengths[i] .. lengths[i] + max_new_tokens - 1 of each row with argmax tokens."""
+    lengths[i] .. lengths[i] + max_new_tokens - 1 of each row with argmax tokens. With `mesh`, the result is
+    replicated on it, so every process can read it (multi-process runs)."""
 
     def greedy(params, rest, tokens, lengths):
         model = nnx.merge(graphdef, params, rest)
@@ -42,7 +43,9 @@ def make_greedy(graphdef: nnx.GraphDef, max_new_tokens: int):
 
         return jax.lax.fori_loop(0, max_new_tokens, body, tokens)
 
-    return jax.jit(greedy)
+    if mesh is None:
+        return jax.jit(greedy)
+    return jax.jit(greedy, out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
 
 def greedy_complete(
