@@ -46,7 +46,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("synth", "synth", ("tasks",)),
     Stage("sft", "sft", ("--resume",)),
     Stage("align", "align", ("--resume",)),
-    Stage("eval", "eval", ("--suite", "all"), needs_module="nanocode.cli.eval_cmd"),
+    Stage("eval", "eval"),
     Stage("report", "report"),
 )
 
