@@ -51,7 +51,7 @@ def make_run(tmp_path, stage="sft", step=7):
             lambda p: p + 0.3 * jax.random.normal(jax.random.key(1), p.shape, p.dtype), init.state.params
         )
         init.state.params = params
-    with Checkpointer(workspace.checkpoint_dir(stage)) as ckpt:
+    with Checkpointer(workspace.checkpoint_dir(stage), async_save=False) as ckpt:
         ckpt.save(step, init.state, meta=make_meta(config=GIN, tokenizer="t", data_spec="d"))
         ckpt.wait()
     gin_file = tmp_path / "chat.gin"
