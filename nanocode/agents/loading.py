@@ -21,7 +21,7 @@ from typing import Any
 import jax
 from flax import nnx
 
-from nanocode.core.checkpoint import COMMIT_FILE, ITEMS
+from nanocode.core.checkpoint import complete_steps
 from nanocode.core.errors import CheckpointError, ConfigError
 from nanocode.core.interfaces import Tokenizer
 from nanocode.core.kinds import MODELS, TOKENIZERS
@@ -61,22 +61,6 @@ class Loaded:
     step: int
     checkpoint: Path  # the step directory read
     meta: dict[str, Any]
-
-
-def complete_steps(directory: Path) -> list[int]:
-    """The steps under `directory` whose save completed (orbax's commit record, every item present), read-only.
-
-    (Not through a Checkpointer: creating its CheckpointManager deletes temporary directories, which would destroy a
-    save in flight if the stage is still training.)"""
-    steps = []
-    for path in directory.iterdir() if directory.is_dir() else []:
-        try:
-            record = json.loads((path / COMMIT_FILE).read_text()) if path.name.isdigit() else {}
-        except (OSError, ValueError):
-            continue
-        if record.get("commit_timestamp_nsecs") and all((path / item).is_dir() for item in ITEMS):
-            steps.append(int(path.name))
-    return sorted(steps)
 
 
 def step_dir(workspace: Workspace, stage: str, checkpoint: str | Path | None = None, step: int | None = None) -> Path:

@@ -102,9 +102,7 @@ class Checkpointer:
     # -- what is on disk ------------------------------------------------------------------------------------------
     def steps(self) -> list[int]:
         """Steps whose save completed, oldest first (an in-flight async save is not listed until it commits)."""
-        if not self.directory.is_dir():
-            return []
-        return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit() and _is_complete(p))
+        return complete_steps(self.directory)
 
     def latest_step(self) -> int | None:
         steps = self.steps()
@@ -204,6 +202,17 @@ def _is_complete(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return bool(record.get("commit_timestamp_nsecs")) and all((path / item).is_dir() for item in ITEMS)
+
+
+def complete_steps(directory: str | Path) -> list[int]:
+    """The complete steps under a checkpoint directory, oldest first — read-only, for readers of another run.
+
+    (Readers must not open a Checkpointer on a directory a training run is writing: creating its CheckpointManager
+    deletes temporary directories, which destroys a save in flight.)"""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and _is_complete(p))
 
 
 def restore_targets(tree: PyTree, mesh: Mesh | None = None) -> PyTree:

@@ -35,7 +35,7 @@ from flax import nnx
 
 from nanocode.core import config as config_lib
 from nanocode.core import mesh as mesh_lib
-from nanocode.core.checkpoint import Checkpointer, PreemptionGuard, check_compatible, make_meta
+from nanocode.core.checkpoint import Checkpointer, PreemptionGuard, check_compatible, complete_steps, make_meta
 from nanocode.core.errors import CheckpointError, ConfigError
 from nanocode.core.interfaces import MeshFactory, OptimizerFactory, Tokenizer
 from nanocode.core.kinds import MODELS, TOKENIZERS, TOOLS
@@ -220,7 +220,7 @@ def init_step_dir(workspace: Workspace, stage: str, checkpoint: str | None, what
     directory = Path(checkpoint).expanduser() if checkpoint else workspace.checkpoint_dir(stage)
     if directory.name.isdigit() and (directory / "state").is_dir():  # a step directory itself
         return directory
-    steps = Checkpointer(directory, max_to_keep=None).steps() if directory.is_dir() else []
+    steps = complete_steps(directory)  # read-only: the stage that wrote it may still be saving
     if not steps:
         raise CheckpointError(
             f"{directory}: no complete {stage} checkpoint to start from (train that stage first, or set {what})"
