@@ -13,26 +13,12 @@ from __future__ import annotations
 
 import argparse
 
-from nanocode.cli.common import add_config_arguments, load_config
-from nanocode.core import config, distributed
-from nanocode.core.workspace import Workspace
+from nanocode.cli.common import add_training_arguments, run_training
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint if there is one")
-    parser.add_argument(
-        "--force", action="store_true", help="resume even if the checkpoint's config, tokenizer or data differ"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_training_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    load_config(args)
-    config.build(distributed.initialize)  # first: every process joins before any device is touched
-    from nanocode.train.align import Alignment
-
-    experiment = config.build(Alignment)
-    workspace = config.build(Workspace)
-    experiment.run(workspace, resume=args.resume, force=args.force, progress=not args.quiet)
-    return 0
+    return run_training(args, "nanocode.train.align:Alignment")

@@ -36,3 +36,28 @@ def load_config(args: argparse.Namespace) -> None:
     """Built-ins, then plugins, then gin files and bindings. Raises ConfigError (one line) on any problem."""
     registry.load_builtins()
     config.parse(args.gin_file, args.gin_param, args.plugin)
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of every training stage (pretrain, sft, align)."""
+    add_config_arguments(parser)
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint if there is one")
+    parser.add_argument(
+        "--force", action="store_true", help="resume even if the checkpoint's config, tokenizer or data differ"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_training(args: argparse.Namespace, experiment_class_path: str) -> int:
+    """Parse the config, join the other processes, build the stage's experiment ("module:Class") and run it."""
+    import importlib
+
+    from nanocode.core import distributed
+    from nanocode.core.workspace import Workspace
+
+    load_config(args)
+    config.build(distributed.initialize)  # first: every process joins before any device is touched
+    module, name = experiment_class_path.split(":")
+    experiment = config.build(getattr(importlib.import_module(module), name))
+    experiment.run(config.build(Workspace), resume=args.resume, force=args.force, progress=not args.quiet)
+    return 0
