@@ -186,6 +186,7 @@ class Checkpointer:
         self._manager.wait_until_finished()
 
     def close(self) -> None:
+        self.wait()  # an async save still in flight completes before the manager goes
         self._manager.close()
 
     def __enter__(self) -> Checkpointer:

@@ -15,3 +15,10 @@ class DataError(NanocodeError):
 
 class CheckpointError(NanocodeError):
     """A checkpoint that is missing, incomplete or does not match the experiment."""
+
+
+class StageInterrupted(NanocodeError):
+    """A training stage stopped early on request (SIGTERM, preemption, Ctrl-C) after saving a checkpoint.
+
+    It is an error exit on purpose: the stage is not complete (the speedrun must not mark it done), and
+    `--resume` continues it."""

@@ -36,7 +36,7 @@ from flax import nnx
 from nanocode.core import config as config_lib
 from nanocode.core import mesh as mesh_lib
 from nanocode.core.checkpoint import Checkpointer, PreemptionGuard, check_compatible, complete_steps, make_meta
-from nanocode.core.errors import CheckpointError, ConfigError
+from nanocode.core.errors import CheckpointError, ConfigError, StageInterrupted
 from nanocode.core.interfaces import MeshFactory, OptimizerFactory, Tokenizer
 from nanocode.core.kinds import MODELS, TOKENIZERS, TOOLS
 from nanocode.core.progress import Progress
@@ -531,7 +531,6 @@ def train_steps(
             if done or stopping or cadence.due(cadence.checkpoint_every, step):
                 save(step, state, position)
             if stopping and not done:
-                say(f"{stage}: stopped at step {step} (checkpoint saved); rerun with --resume to continue")
-                break
+                raise StageInterrupted(f"{stage} stopped at step {step} (checkpoint saved); rerun with --resume")
             t_last = time.perf_counter()  # evals, samples and saves are not training time
     return state, step, last

@@ -28,7 +28,7 @@ from jax.experimental import multihost_utils
 from nanocode.core import config as config_lib
 from nanocode.core import mesh as mesh_lib
 from nanocode.core.checkpoint import Checkpointer, PreemptionGuard, check_compatible, fingerprint, make_meta
-from nanocode.core.errors import CheckpointError, ConfigError
+from nanocode.core.errors import CheckpointError, ConfigError, StageInterrupted
 from nanocode.core.interfaces import DataMixture, MeshFactory, OptimizerFactory, Tokenizer
 from nanocode.core.kinds import MODELS, TOKENIZERS
 from nanocode.core.progress import Progress
@@ -442,8 +442,8 @@ class PretrainRun:
                         self.checkpointer.wait()
                         self.on_checkpoint(step)
                 if stopping and not done:
-                    _say(f"pretrain: stopped at step {step} (checkpoint saved); rerun with --resume to continue")
-                    break
+                    self.checkpointer.wait()
+                    raise StageInterrupted(f"pretrain stopped at step {step} (checkpoint saved); rerun with --resume")
                 t_last = time.perf_counter()  # evals, samples and saves are not training time
         self.checkpointer.wait()
         if step >= plan.num_steps:
