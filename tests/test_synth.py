@@ -101,3 +101,24 @@ def test_synth_cli_end_to_end_from_gin(tmp_path, gin_clean, workspace_base):
     out = workspace_base / "debug" / "synth"
     assert len(JsonlStore(out).read("pairs.jsonl")) == 3
     assert (out / "config.gin").exists() and (out / "summary.json").exists()
+
+
+def test_pipeline_against_nanocode_serve_counts_unusable_replies_and_keeps_going(tmp_path):
+    """The synth pipeline driving a real `nanocode serve` (a tiny untrained GPT): its replies are not the JSON a
+    rollout needs, so each scenario is retried and counted as a teacher failure — nothing crashes or is written
+    half. (A teacher that can write rollouts, e.g. a large model behind any OpenAI-compatible server, yields pairs
+    exactly as the scripted teacher above shows.)"""
+    from nanocode.agents.server import CompletionServer
+    from nanocode.data.conversation import ConversationCodec
+    from nanocode.models.engine import Engine
+    from tests.helpers import small_tokenizer
+    from nanocode.models.gpt import GPTConfig
+    from tests.test_engine import tiny_model
+
+    config = GPTConfig(sequence_len=8192, vocab_size=512, n_layer=1, n_head=2, n_kv_head=2, n_embd=32)
+    engine = Engine(tiny_model(config), min_bucket=64, max_bucket=1024)
+    with CompletionServer(engine, ConversationCodec(small_tokenizer()), model_name="debug", port=0) as server:
+        t = teacher(server.url + "/v1", retries=1, timeout_s=60.0)
+        summary = synthesize(pipeline(t), SCENARIOS[:2], tmp_path, workers=1, progress=False)
+    assert summary["counts"]["teacher_failed"] == 2 and t.stats["requests"] == 4
+    assert JsonlStore(tmp_path).read("rollouts.jsonl") == [] and (tmp_path / "summary.json").exists()

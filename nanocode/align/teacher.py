@@ -141,6 +141,12 @@ class OpenAICompatibleTeacher(Teacher):
                 return text
             except urllib.error.HTTPError as e:
                 last = f"HTTP {e.code} from {self.base_url}"
+                if e.code == 400 and "response_format" in payload and "response_format" in _body(e):
+                    # A server without constrained decoding (llama.cpp builds without grammars, `nanocode serve`):
+                    # ask again for plain text from now on; the JSON is still parsed and checked from the reply.
+                    self.json_schema = False
+                    payload.pop("response_format")
+                    continue
                 if e.code not in RETRYABLE_STATUS:
                     break
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
@@ -148,3 +154,10 @@ class OpenAICompatibleTeacher(Teacher):
             except (KeyError, IndexError, TypeError, ValueError) as e:
                 last = f"unusable reply ({type(e).__name__}: {e})"
         raise TeacherError(f"teacher failed after {self.retries + 1} attempts: {last}")
+
+
+def _body(error: urllib.error.HTTPError) -> str:
+    try:
+        return error.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
