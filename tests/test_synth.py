@@ -111,8 +111,8 @@ def test_pipeline_against_nanocode_serve_counts_unusable_replies_and_keeps_going
     from nanocode.agents.server import CompletionServer
     from nanocode.data.conversation import ConversationCodec
     from nanocode.models.engine import Engine
-    from tests.helpers import small_tokenizer
     from nanocode.models.gpt import GPTConfig
+    from tests.helpers import small_tokenizer
     from tests.test_engine import tiny_model
 
     config = GPTConfig(sequence_len=8192, vocab_size=512, n_layer=1, n_head=2, n_kv_head=2, n_embd=32)
