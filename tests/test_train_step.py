@@ -133,6 +133,7 @@ def test_fused_head_loss_matches_plain_autodiff(dtype, monkeypatch):
     from nanocode.train import loss as loss_lib
 
     monkeypatch.setattr(loss_lib, "CHUNK_BYTES", 64 * TINY.vocab_size * 4)  # 64 rows per chunk: 8 chunks here
+    assert loss_lib.batch_shards() == 1  # no mesh active
     config = GPTConfig(**{**TINY.__dict__, "compute_dtype": dtype})
     model = GPT(config, rngs=nnx.Rngs(0))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
