@@ -230,4 +230,4 @@ def test_shipped_eval_gin_files_build(gin_clean):
         assert list(exp.suites) == ["core", "humaneval", "agentic", "tool_calls"] and exp.stage == "latest"
         if len(files) == 2:
             assert exp.agentic_tasks == 4 and exp.max_len is None
-            assert config.build(InferenceModel).model_config.sequence_len == 1024
+            assert config.build(InferenceModel).model_config.sequence_len == 2048  # the debug experiment's context
