@@ -44,7 +44,6 @@ from nanocode.train.state import abstract_model, init_train_state
 from nanocode.train.step import REMAT_POLICIES, make_train_step
 
 STAGE = "pretrain"
-CONSOLE_KEYS = ("loss", "lr", "tok_per_s", "mfu", "dt")
 
 
 @dataclass(frozen=True)
