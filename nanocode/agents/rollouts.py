@@ -46,7 +46,7 @@ from nanocode.agents.tools import Tool, ToolError, ToolResult, build_tools
 from nanocode.align.constitution import SoulConstitution
 from nanocode.core.errors import ConfigError, DataError
 from nanocode.core.interfaces import Constitution, Messages
-from nanocode.core.io import write_json, write_text
+from nanocode.core.io import read_jsonl, write_json, write_text
 from nanocode.core.kinds import PREFERENCE_DATASETS, SFT_DATASETS
 from nanocode.core.progress import Progress
 from nanocode.core.workspace import Workspace
@@ -201,19 +201,6 @@ def task_record(
     return {"index": index, "split": split, "sft": sft, "pairs": pairs}
 
 
-def _read_parts(path: Path) -> list[dict]:
-    """Finished task records; a torn last line (an interrupted append) is dropped."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return out
-
-
 def build_agentic_data(
     out_dir: str | os.PathLike,
     *,
@@ -282,7 +269,7 @@ def _run_tasks(
     if not key_file.is_file() or json.loads(key_file.read_text(encoding="utf-8")) != resume_key:
         shutil.rmtree(parts_dir, ignore_errors=True)
         write_json(key_file, resume_key)
-    done = {r["index"]: r for r in _read_parts(parts_file) if r["index"] < count}
+    done = {r["index"]: r for r in read_jsonl(parts_file) if r["index"] < count}
     write_text(parts_file, "".join(json.dumps(done[i]) + "\n" for i in sorted(done)))  # without a torn line
 
     constitution = SoulConstitution()

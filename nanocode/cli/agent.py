@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 from nanocode.cli.chat import add_model_arguments, load_engine
+from nanocode.cli.common import repl
 
 HELP = """commands:
   /clear   start a new conversation
@@ -93,29 +93,9 @@ def run(args: argparse.Namespace) -> int:
             f"{sandbox.root}. {asks}. Transcript: {transcript}. /help for commands.",
             flush=True,
         )
-        while True:
-            try:
-                line = input("> ")
-            except EOFError:
-                print()
-                return 0
-            except KeyboardInterrupt:
-                print()
-                continue
-            command = line.strip()
-            if not command:
-                continue
-            if command in ("/quit", "/exit"):
-                return 0
-            if command == "/clear":
-                loop.clear()
-                print("[new conversation]")
-            elif command == "/help":
-                print(HELP)
-            elif command == "/tokens":
-                print(f"[{len(session.tokens)} of {engine.max_len} tokens used, {session.cached} cached]")
-            elif command.startswith("/") and " " not in command:
-                print(f"unknown command {command}; /help lists them")
-            else:
-                loop.run_turn(line)
-            sys.stdout.flush()
+        return repl(
+            on_message=loop.run_turn,
+            on_clear=loop.clear,
+            help_text=HELP,
+            usage=lambda: f"[{len(session.tokens)} of {engine.max_len} tokens used, {session.cached} cached]",
+        )

@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 
-from nanocode.cli.common import add_config_arguments, load_config
+from nanocode.cli.common import add_config_arguments, load_config, repl
 
 HELP = """commands:
   /clear   start a new conversation
@@ -149,28 +149,9 @@ def run(args: argparse.Namespace) -> int:
         f"nanocode chat: {loaded.checkpoint} (step {loaded.step}, {params:,} parameters, context {engine.max_len} "
         "tokens). /help for commands."
     )
-    while True:
-        try:
-            line = input("> ")
-        except EOFError:
-            print()
-            return 0
-        except KeyboardInterrupt:
-            print()
-            continue
-        command = line.strip()
-        if not command:
-            continue
-        if command in ("/quit", "/exit"):
-            return 0
-        if command == "/clear":
-            session.clear()
-            print("[new conversation]")
-        elif command == "/help":
-            print(HELP)
-        elif command == "/tokens":
-            print(f"[{len(session.tokens)} of {engine.max_len} tokens used, {session.cached} cached]")
-        elif command.startswith("/") and " " not in command:
-            print(f"unknown command {command}; /help lists them")
-        else:
-            answer(session, line)
+    return repl(
+        on_message=lambda line: answer(session, line),
+        on_clear=session.clear,
+        help_text=HELP,
+        usage=lambda: f"[{len(session.tokens)} of {engine.max_len} tokens used, {session.cached} cached]",
+    )

@@ -61,3 +61,37 @@ def run_training(args: argparse.Namespace, experiment_class_path: str) -> int:
     experiment = config.build(getattr(importlib.import_module(module), name))
     experiment.run(config.build(Workspace), resume=args.resume, force=args.force, progress=not args.quiet)
     return 0
+
+
+def repl(*, on_message, on_clear, help_text: str, usage) -> int:
+    """The read loop of `chat` and `agent`: /quit, /exit, /clear, /help, /tokens; any other line is a message.
+
+    Ctrl-D ends it, Ctrl-C at the prompt only clears the line (a reply in progress handles its own Ctrl-C)."""
+    import sys
+
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            print()
+            return 0
+        except KeyboardInterrupt:
+            print()
+            continue
+        command = line.strip()
+        if not command:
+            continue
+        if command in ("/quit", "/exit"):
+            return 0
+        if command == "/clear":
+            on_clear()
+            print("[new conversation]")
+        elif command == "/help":
+            print(help_text)
+        elif command == "/tokens":
+            print(usage())
+        elif command.startswith("/") and " " not in command:
+            print(f"unknown command {command}; /help lists them")
+        else:
+            on_message(line)
+        sys.stdout.flush()

@@ -76,3 +76,17 @@ def append_jsonl(path: str | Path, record: dict) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
         f.flush()
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The records of an append-only JSONL file; a torn line (a write interrupted by a kill) is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out

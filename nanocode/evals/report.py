@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from nanocode.core.io import write_text
+from nanocode.core.io import read_jsonl, write_text
 from nanocode.core.workspace import Workspace
 
 STAGES = ("pretrain", "sft", "align")
@@ -26,18 +26,6 @@ PUBLISHED = {
     "GPT-2 XL (1.5B)": (0.256525, None, None, None),
 }
 PUBLISHED_SOURCE = "nanocode README scaling table; GPT-2 XL CORE from nanochat's core_eval reference"
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a torn last line of a killed run
-    return out
 
 
 def hardware() -> dict[str, str]:
