@@ -88,7 +88,7 @@ def build_report(workspace: Workspace) -> Path:
     md += ["## Hardware", "", "| | |", "|---|---|"]
     md += [f"| {k} | {v} |" for k, v in hardware().items()] + [""]
 
-    markers = sorted((workspace.model_dir / "speedrun").glob("*.json"))
+    markers = sorted((workspace.model_dir / "speedrun").glob("*.json"), key=lambda m: m.stat().st_mtime)  # run order
     if markers:
         md += [
             "## Stages",
