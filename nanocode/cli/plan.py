@@ -18,6 +18,7 @@ import time
 from nanocode.cli.common import add_config_arguments, load_config
 from nanocode.core import config
 from nanocode.core.errors import ConfigError
+from nanocode.train.runtime import use_memory_ordered_cpu_scheduler
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,13 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def simulate_cpu_devices(n: int) -> None:
     """Ask JAX for `n` CPU devices; only possible before the backend starts (this command touches none before).
 
-    XLA:CPU's default scheduler maximises concurrency and starts recomputations early, which undoes remat and
-    overstates memory; TPU and GPU schedule for memory. The plain scheduler makes the CPU analysis comparable.
+    With XLA:CPU's memory-ordered scheduler (nanocode.train.runtime): the default one starts recomputations early,
+    undoing remat and overstating memory next to a TPU or GPU.
     """
     import jax
 
-    flags = f" --xla_force_host_platform_device_count={n} --xla_cpu_enable_concurrency_optimized_scheduler=false"
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + flags).strip()
+    use_memory_ordered_cpu_scheduler()
+    os.environ["XLA_FLAGS"] += f" --xla_force_host_platform_device_count={n}"
     jax.config.update("jax_platforms", "cpu")
     if len(jax.devices()) < n:
         raise ConfigError(
