@@ -242,9 +242,8 @@ def test_sigterm_saves_and_exits_cleanly(workspace_env):
 def test_debug_experiment_learns(tmp_path, monkeypatch):
     """The debug experiment's pretraining, shortened for CI (150 of its 300 steps, 1,024- instead of 2,048-token rows
     at the same 4,096 tokens per step): embedded corpus, its 8,192-id tokenizer, the d3 model; the validation bits
-    per byte (mean of the sources) falls by at least 35% from step 0, each source's by at least 25% (a 1,024-token
-    run measured -39.5% after 100 steps: web 3.17 -> 1.97, code 3.28 -> 1.93). The full run's numbers are in the
-    README."""
+    per byte (mean of the sources) falls by at least 40% from step 0, each source's by at least 35%. The run is
+    deterministic (fp32 on CPU): measured 3.30 -> 1.91 (-42%), web 3.26 -> 1.93 (-41%), code 3.34 -> 1.90 (-43%)."""
     monkeypatch.setenv("NANOCODE_BASE_DIR", str(tmp_path))
     short = [
         "GPTConfig.sequence_len = 1024",
@@ -265,9 +264,9 @@ def test_debug_experiment_learns(tmp_path, monkeypatch):
     records = [json.loads(line) for line in (Workspace("debug").run_dir("pretrain") / "metrics.jsonl").open()]
     evals = {r["step"]: r for r in records if "val_bpb" in r}
     assert sorted(evals) == [0, 75, 150]
-    assert evals[150]["val_bpb"] <= 0.65 * evals[0]["val_bpb"], (evals[0], evals[150])
+    assert evals[150]["val_bpb"] <= 0.6 * evals[0]["val_bpb"], (evals[0], evals[150])
     for key in ("web_bpb", "code_bpb"):
-        assert evals[150][key] <= 0.75 * evals[0][key], (key, evals[0][key], evals[150][key])
+        assert evals[150][key] <= 0.65 * evals[0][key], (key, evals[0][key], evals[150][key])
 
 
 @pytest.mark.slow
