@@ -369,6 +369,13 @@ class Worker:
 
 
 # ---------------------------------------------------------------------------------------------------- HTTP
+class _HTTPServer(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: a burst of clients connecting at once (20 agents starting
+    # together) overflows it and the kernel resets the extra connections before any handler sees them.
+    request_queue_size = 256
+    daemon_threads = True
+
+
 class CompletionServer:
     """The HTTP front: `start()` serves in a background thread (tests), `serve_forever()` blocks (the CLI)."""
 
@@ -393,8 +400,7 @@ class CompletionServer:
         self.verbose = verbose
         self.created = int(time.time())
         self.worker = Worker(engine, codec, max_batch=max_batch, max_queue=max_queue)
-        self.httpd = ThreadingHTTPServer((host, port), _Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _HTTPServer((host, port), _Handler)
         self.httpd.app = self  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
 
