@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from nanocode.core.errors import NanocodeError
@@ -121,6 +122,19 @@ class OpenAICompatibleTeacher(Teacher):
                 "type": "json_schema",
                 "json_schema": {"name": "reply", "schema": schema, "strict": True},
             }
+
+        def check(message: dict) -> None:
+            text = message.get("content")
+            if not isinstance(text, str):
+                raise ValueError("reply has no text content")
+            if schema is not None:
+                parse_json_object(text)  # a reply that is not the JSON asked for is retried
+
+        return self.chat(payload, check)["content"]
+
+    def chat(self, payload: dict[str, Any], check: Callable[[dict], None] | None = None) -> dict[str, Any]:
+        """POST one chat-completions payload, with the retries; returns `choices[0].message`. `check` raises
+        ValueError for a reply that is unusable, which is retried like a transient failure."""
         last = "no attempt made"
         for attempt in range(self.retries + 1):
             if attempt:
@@ -132,13 +146,12 @@ class OpenAICompatibleTeacher(Teacher):
             with self._stats_lock:
                 self.stats["requests"] += 1
             try:
-                reply = self._request(payload)
-                text = reply["choices"][0]["message"]["content"]
-                if not isinstance(text, str):
-                    raise ValueError("reply has no text content")
-                if schema is not None:
-                    parse_json_object(text)  # a reply that is not the JSON asked for is retried
-                return text
+                message = self._request(payload)["choices"][0]["message"]
+                if not isinstance(message, dict):
+                    raise ValueError("reply message is not an object")
+                if check is not None:
+                    check(message)
+                return message
             except urllib.error.HTTPError as e:
                 last = f"HTTP {e.code} from {self.base_url}"
                 if e.code == 400 and "response_format" in payload and "response_format" in _body(e):

@@ -1,9 +1,13 @@
 """Constitutional AI data: `scenarios` (teacher writes user requests), `rollouts` (rollout -> critique against the
 SOUL -> revision -> preference pairs), `restyle` (existing SFT conversations -> pairs), and `tasks` (build the
 experiment's own SFT and preference datasets — e.g. the offline execution-grounded repo tasks of the debug run,
-whose rejected sides break one SOUL rule each). Resumable; counts printed.
+whose rejected sides break one SOUL rule each), and `onpolicy` (a served model works repo tasks through the real
+tools; each rollout that breaks a SOUL principle is paired, as rejected, with the task's scripted solution, under
+<tag>/synth/onpolicy/). Resumable; counts printed.
 
-Example: nanocode synth rollouts --gin_file experiments/synth_openai.gin --gin_param "openai_compatible.base_url='http://127.0.0.1:8000/v1'"
+Examples:
+  nanocode synth onpolicy --gin_file experiments/debug_cpu.gin --url http://127.0.0.1:8000/v1 --count 16
+  nanocode synth rollouts --gin_file experiments/synth_openai.gin --gin_param "openai_compatible.base_url='http://127.0.0.1:8000/v1'"
 """
 
 from __future__ import annotations
@@ -18,9 +22,18 @@ from nanocode.core.workspace import Workspace
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("step", choices=["scenarios", "rollouts", "restyle", "tasks"])
+    parser.add_argument("step", choices=["scenarios", "rollouts", "restyle", "tasks", "onpolicy"])
     add_config_arguments(parser)
     parser.add_argument("--input", help="rollouts: a scenarios JSONL ({id, prompt}); restyle: a conversations JSONL")
+    onpolicy = parser.add_argument_group("onpolicy")
+    onpolicy.add_argument("--url", default="http://127.0.0.1:8000/v1", help="the policy's OpenAI-compatible endpoint")
+    onpolicy.add_argument("--model", default="default", help="model name sent to the endpoint")
+    onpolicy.add_argument("--count", type=int, default=16, help="repo tasks to run")
+    onpolicy.add_argument("--seed", type=int, default=0, help="which repo tasks (RepoTasks seed)")
+    onpolicy.add_argument("--kinds", nargs="*", default=None, help="task kinds (default: all)")
+    onpolicy.add_argument("--max_steps", type=int, default=8, help="assistant messages per episode")
+    onpolicy.add_argument("--max_tokens", type=int, default=512, help="tokens per assistant message")
+    onpolicy.add_argument("--workers", type=int, default=1, help="episodes in flight (the server batches them)")
     parser.add_argument("--quiet", action="store_true")
 
 
@@ -41,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if args.step == "tasks":
         prepare_experiment_datasets()
         return 0
+    if args.step == "onpolicy":
+        return run_onpolicy(args)
     workspace, synthesis = config.build(Workspace), config.build(Synthesis)
     out = synthesis.out_dir(workspace)
     config.write_config(out)
@@ -52,4 +67,22 @@ def run(args: argparse.Namespace) -> int:
         if not args.input:
             raise SystemExit("nanocode synth restyle: --input CONVERSATIONS.jsonl is required")
         print(json.dumps(synthesis.restyle(workspace, args.input, progress=not args.quiet), indent=2))
+    return 0
+
+
+def run_onpolicy(args: argparse.Namespace) -> int:
+    from nanocode.agents.onpolicy import onpolicy_pairs
+    from nanocode.agents.served_policy import ServedPolicy
+    from nanocode.align.teacher import OpenAICompatibleTeacher
+
+    out = config.build(Workspace).run_dir("synth") / "onpolicy"
+    config.write_config(out)
+    client = OpenAICompatibleTeacher(base_url=args.url, model=args.model)
+    policy = ServedPolicy(client, max_tokens=args.max_tokens)
+    summary = onpolicy_pairs(
+        policy, out, count=args.count, seed=args.seed, kinds=args.kinds, max_steps=args.max_steps,
+        workers=args.workers, progress=not args.quiet,
+    )  # fmt: skip
+    print(json.dumps(summary, indent=2))
+    print(f"synth: on-policy pairs in {out / 'pairs.jsonl'}")
     return 0
