@@ -17,7 +17,7 @@ from tests.helpers import small_tokenizer
 from tests.test_chat import scripted_model
 
 CONFIG = GPTConfig(sequence_len=4096, vocab_size=512, n_layer=1, n_head=2, n_kv_head=2, n_embd=64)
-REPLY = "Sure! Great question"  # capitals and flattery: breaks lowercase-prose and no-sycophancy
+REPLY = "Great question!"  # capitals and flattery: breaks lowercase-prose and no-sycophancy
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +55,10 @@ def test_served_model_rollouts_become_pairs_that_name_the_broken_principle(tmp_p
     with CompletionServer(engine, codec, model_name="debug", port=0) as server:
         policy = ServedPolicy(client(server.url + "/v1"), max_tokens=32)
         summary = onpolicy_pairs(policy, tmp_path, count=2, seed=3, progress=False)
-        assert summary["counts"] == {"skipped_done": 0, "episodes": 2, "pairs": 2, "solved": 0}
+        totals = {"episodes": 2, "pairs": 2, "clean": 0, "solved": 0, "policy_failed": 0}
+        assert summary["counts"] == totals | {"skipped_done": 0}
         again = onpolicy_pairs(policy, tmp_path, count=2, seed=3, progress=False)  # resumes: nothing redone
-        assert again["counts"] == {"skipped_done": 2}
+        assert again["counts"] == totals | {"skipped_done": 2}
     episodes = JsonlStore(tmp_path).read("episodes.jsonl")
     pairs = JsonlStore(tmp_path).read("pairs.jsonl")
     assert len(episodes) == len(pairs) == 2

@@ -13,7 +13,8 @@ Output (one directory, resumable: tasks already in episodes.jsonl are skipped, a
     episodes.jsonl   {"id", "task_id", "kind", "stop_reason", "check_passed", "violations", "messages"} per task
     pairs.jsonl      {"id", "task_id", "principle", "principles", "reason", "chosen", "rejected", ...}
                      (the layout of the repo-task pairs: `jsonl_preferences` and `nanocode align` read it)
-    summary.json     counts (episodes, pairs, clean, policy_failed) and how often each principle was broken
+    summary.json     over every episode on disk: episodes, pairs, clean, solved, how often each principle was
+                     broken; and this run's skipped_done and policy_failed (with the reasons)
 
 A policy that fails (the server unreachable after its retries) is counted per task, never fatal; the task is tried
 again on the next run.
@@ -75,7 +76,6 @@ def onpolicy_pairs(
     todo = [t for t in tasks if t.id not in done]
     tools = build_tools()
     counts: Counter = Counter(skipped_done=len(tasks) - len(todo))
-    broken_counts: Counter = Counter()
     failures: Counter = Counter()
     lock = threading.Lock()
     episode_kw = {"timeout_s": timeout_s, "isolate": True, "tools": tools}
@@ -121,12 +121,24 @@ def onpolicy_pairs(
             counts["episodes"] += 1
             counts["pairs" if violations else "clean"] += 1
             counts["solved"] += episode.check.passed
-            broken_counts.update(violations)
 
     with Progress(len(todo), "on-policy rollouts", unit="task", enabled=progress) as bar:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for _ in pool.map(work, todo):
                 bar.update(1, postfix=f"pairs {counts['pairs']} clean {counts['clean']}")
-    summary = {"counts": dict(counts), "broken_principles": dict(broken_counts), "policy_failures": dict(failures)}
+    episodes = store.read("episodes.jsonl")  # totals over the whole directory, earlier runs included
+    totals = {
+        "episodes": len(episodes),
+        "pairs": sum(bool(e["violations"]) for e in episodes),
+        "clean": sum(not e["violations"] for e in episodes),
+        "solved": sum(e["check_passed"] for e in episodes),
+    }
+    this_run = {"skipped_done": counts["skipped_done"], "policy_failed": counts["policy_failed"]}
+    broken = Counter(name for e in episodes for name in e["violations"])
+    summary = {
+        "counts": totals | this_run,
+        "broken_principles": dict(sorted(broken.items())),
+        "policy_failures": dict(failures),
+    }
     write_json(Path(out_dir) / "summary.json", summary)
     return summary

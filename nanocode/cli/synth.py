@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     onpolicy.add_argument("--kinds", nargs="*", default=None, help="task kinds (default: all)")
     onpolicy.add_argument("--max_steps", type=int, default=8, help="assistant messages per episode")
     onpolicy.add_argument("--max_tokens", type=int, default=512, help="tokens per assistant message")
+    onpolicy.add_argument(
+        "--temperature", type=float, default=1.0, help="sampling temperature (1: the policy's own distribution)"
+    )
     onpolicy.add_argument("--workers", type=int, default=1, help="episodes in flight (the server batches them)")
     parser.add_argument("--quiet", action="store_true")
 
@@ -78,7 +81,7 @@ def run_onpolicy(args: argparse.Namespace) -> int:
     out = config.build(Workspace).run_dir("synth") / "onpolicy"
     config.write_config(out)
     client = OpenAICompatibleTeacher(base_url=args.url, model=args.model)
-    policy = ServedPolicy(client, max_tokens=args.max_tokens)
+    policy = ServedPolicy(client, temperature=args.temperature, max_tokens=args.max_tokens)
     summary = onpolicy_pairs(
         policy, out, count=args.count, seed=args.seed, kinds=args.kinds, max_steps=args.max_steps,
         workers=args.workers, progress=not args.quiet,
