@@ -5,7 +5,8 @@
 Untied embedding and head; parameter-free RMSNorm in fp32; RoPE (split halves) then QK-norm; ReLU^2 MLP; no biases;
 grouped-query attention; logits soft-capped at 15 in fp32. Weights are fp32 masters cast to `compute_dtype` in the
 forward pass. Every weight matrix is stored (in, out), so `x @ w` needs no transpose, and every parameter carries
-logical axis names (nanocode.core.sharding) for the mesh rules.
+logical axis names (nanocode.core.sharding) for the mesh rules. `GPTConfig.scan_layers` stacks the blocks' weights
+and runs them as one scan (nanocode.models.scan): faster compiles for deep models, the same function.
 
 Research forks replace one piece at a time: subclass MLP (or CausalSelfAttention), point a Block subclass's
 `mlp_class` at it, point a GPT subclass's `block_class` at that block, and register the GPT subclass under a new
@@ -28,6 +29,7 @@ from nanocode.core.interfaces import LanguageModel
 from nanocode.core.kinds import ATTENTION, MODELS
 from nanocode.core.registry import register_config
 from nanocode.models import attention as _attention  # noqa: F401  (registers the built-in attention implementations)
+from nanocode.models import scan
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -47,6 +49,9 @@ class GPTConfig:
     rope_base: float = 10000.0
     compute_dtype: str = "float32"  # 'float32' | 'bfloat16'; weights stay fp32 either way
     attention: str = "xla"  # a name in the `attention` registry: 'xla', 'cudnn', 'splash'
+    # Run the blocks as one scan over stacked weights (nanocode.models.scan): compile time stops growing with depth.
+    # Same arithmetic; another parameter layout (blocks/attn/c_q [n_layer, ...] instead of blocks/<i>/attn/c_q).
+    scan_layers: bool = False
 
     def __post_init__(self):
         def bad(why: str):
@@ -65,6 +70,8 @@ class GPTConfig:
             bad(f"softcap must be positive, got {self.softcap!r}")
         if self.compute_dtype not in COMPUTE_DTYPES:
             bad(f"compute_dtype {self.compute_dtype!r} is not one of {sorted(COMPUTE_DTYPES)}")
+        if not isinstance(self.scan_layers, bool):
+            bad(f"scan_layers must be True or False, got {self.scan_layers!r}")
 
     @property
     def head_dim(self) -> int:
@@ -224,7 +231,10 @@ class GPT(LanguageModel):
         self.config = config
         v, e = config.vocab_size, config.n_embd
         self.wte = weight(rngs, (v, e), (S.VOCAB, S.EMBED), "normal", 1.0)
-        self.blocks = nnx.List([self.block_class(config, rngs=rngs) for _ in range(config.n_layer)])
+        if config.scan_layers:  # one Block whose weights carry a leading 'layers' axis
+            self.blocks = scan.stacked_blocks(lambda r: self.block_class(config, rngs=r), config.n_layer, rngs)
+        else:
+            self.blocks = nnx.List([self.block_class(config, rngs=rngs) for _ in range(config.n_layer)])
         self.lm_head = weight(rngs, (e, v), (S.EMBED, S.VOCAB), "normal", 0.001)
 
     def embed(self, tokens: Int[Array, "b t"]) -> Float[Array, "b t e"]:
@@ -239,8 +249,15 @@ class GPT(LanguageModel):
         """The final normalised hidden states (compute dtype): what `head` turns into logits."""
         x = self.embed(tokens)
         cos, sin = self.rope(jnp.arange(tokens.shape[1]))
-        for block in self.blocks:
-            x = S.constrain(block(x, cos, sin), (S.BATCH, S.SEQ, S.EMBED))
+
+        def step(block: Block, x: Array) -> Array:
+            return S.constrain(block(x, cos, sin), (S.BATCH, S.SEQ, S.EMBED))
+
+        if self.config.scan_layers:
+            x = scan.run_blocks(step, self.blocks, x)
+        else:
+            for block in self.blocks:
+                x = step(block, x)
         return rms_norm(x)
 
     def head(self, h: Float[Array, "b t e"]) -> Float[Array, "b t v"]:
