@@ -14,7 +14,7 @@ from the batch, so the reference's memory is free during training. Only what the
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,15 +30,8 @@ from nanocode.core.registry import register_config
 from nanocode.core.workspace import Workspace
 from nanocode.data.preference import Pair, PreferenceBatcher, Unpaired, render_row, to_unpaired
 from nanocode.data.sft import ConversationMixture, SFTPacker
-from nanocode.train.bpb import evaluate_bpb, make_eval_step
-from nanocode.train.loop import (
-    Finetuning,
-    StageRun,
-    first_system_prompt,
-    restore_params,
-    say,
-    with_system_prompt,
-)
+from nanocode.train.bpb import evaluate_bpb
+from nanocode.train.loop import FinetuneRun, Finetuning, first_system_prompt, restore_params, say, with_system_prompt
 from nanocode.train.preference_step import (
     PreferenceLoss,
     ReferenceTable,
@@ -46,7 +39,6 @@ from nanocode.train.preference_step import (
     make_preference_step,
     make_reference_logps,
 )
-from nanocode.train.sampling import make_greedy
 
 STAGE = "align"
 
@@ -87,19 +79,8 @@ class Alignment(Finetuning):
                 "each batch's composition, so its reference log-probs cannot be computed up front"
             )
 
-    def run(
-        self,
-        workspace: Workspace,
-        *,
-        resume: bool = False,
-        force: bool = False,
-        progress: bool = True,
-        on_checkpoint: Callable[[int], None] | None = None,
-    ) -> dict:
-        """Train to num_steps (resuming from the latest checkpoint when asked); returns the last metrics."""
-        run = AlignRun(self, workspace, resume=resume, force=force, progress=progress)
-        run.on_checkpoint = on_checkpoint
-        return run.run()
+    def make_run(self, workspace: Workspace, **options) -> AlignRun:
+        return AlignRun(self, workspace, **options)
 
 
 register_config(Alignment)
@@ -132,11 +113,11 @@ def _record(item: Pair | Unpaired) -> Any:
     return [item.chosen, item.rejected] if isinstance(item, Pair) else [item.messages, item.desirable]
 
 
-class AlignRun(StageRun):
+class AlignRun(FinetuneRun):
     stage = STAGE
 
-    def __init__(self, exp: Alignment, *args, **kwargs):
-        super().__init__(exp, *args, **kwargs)
+    def __init__(self, exp: Alignment, workspace: Workspace, **options):
+        super().__init__(exp, workspace, **options)
         self.paired = bool(exp.objective.paired)
         self.rows_per_example = 2 if self.paired else 1
 
@@ -188,14 +169,6 @@ class AlignRun(StageRun):
         self.loss = PreferenceLoss(init.graphdef, exp.objective, accum_steps=exp.accum_steps, remat=exp.remat, **common)
         self.eval_loss = PreferenceLoss(init.graphdef, exp.objective, **common)
         self.eval_preference = make_preference_eval(self.eval_loss)
-        self.eval_bpb = make_eval_step(
-            init.graphdef,
-            self.tokenizer.token_bytes(),
-            params_shardings=init.shardings.params,
-            rest_shardings=init.shardings.rest,
-            batch_sharding=sharding,
-        )
-        self.greedy = make_greedy(init.graphdef, exp.sample_tokens)
         needs_ref_params = exp.objective.needs_reference and not exp.precompute_reference
         return make_preference_step(
             self.loss,
@@ -208,13 +181,13 @@ class AlignRun(StageRun):
     def train(self, state, batch):
         return self.train_step(state, self.ref_params, batch)
 
-    def start(self, state, init_dir) -> None:
+    def start(self, state) -> None:
         exp = self.exp
         self.ref_params = None
         self.table: ReferenceTable | None = None
         if exp.objective.needs_reference:
             # a second copy of the SFT parameters, read again from its checkpoint (also when resuming)
-            reference = restore_params(init_dir, self.init.state.params)
+            reference = restore_params(self.init_dir, self.init.state.params)
             if exp.precompute_reference:
                 self.table = self.precompute(reference, state.rest)  # `reference` is dropped on return
             else:
@@ -284,12 +257,8 @@ class AlignRun(StageRun):
             record.update({f"val_{k}": v / n for k, v in sums.items()})
         if self.val_bpb:
             batches = (mesh_lib.shard_batch({"tokens": t, "mask": m}, self.mesh, self.rules) for t, m in self.val_bpb)
-            record["val_bpb"] = evaluate_bpb(self.eval_bpb, state.params, state.rest, batches)
+            record["val_bpb"] = evaluate_bpb(self.bpb_step, state.params, state.rest, batches)
         return self.log_eval(record)
-
-    def sample(self, step: int, state) -> None:
-        if self.exp.sample_tokens:
-            self.sample_prompts(step, state)
 
     def postfix(self, record: dict) -> str:
         return f"loss {record['loss']:.4f} | acc {record.get('rewards/accuracy', float('nan')):.2f}"

@@ -1,31 +1,35 @@
-"""The loop the fine-tuning stages share (agentic SFT, preference optimisation).
+"""The loop every training stage runs (pretraining, agentic SFT, preference optimisation), and what fine-tuning adds.
 
-A fine-tuning stage starts from the latest checkpoint of an earlier stage (only its parameters: the optimizer
-starts afresh) or, with --resume, continues from its own latest checkpoint; then it trains with periodic logs,
-evaluations, samples and checkpoints, and stops cleanly on SIGTERM — the pretraining loop's behaviour, with the
-stage-specific parts (data, step, evals, samples) supplied by a subclass of `StageRun`:
+A stage starts afresh or, with --resume, continues from its own latest checkpoint (refusing one made with another
+config, tokenizer or data); then it trains with periodic logs, evaluations, samples and checkpoints, and stops
+cleanly on SIGTERM. `StageRun` is that invocation; a stage subclasses it and supplies its parts:
 
     prepare_data()            -> the training batches (iterable, with state()/restore()); sets num_steps (when -1),
                                  data_spec and tokens_per_step
-    build_step(init, tx)      -> the jitted train step
-    start(state, init_dir)    -> anything else the step needs besides the state (the frozen reference, eval data)
+    build_step(init, tx)      -> the jitted train step (default: the language-model step)
+    fresh_state(init, tx)     -> the state at step 0 when there is no checkpoint
+    start(state)              -> anything else the step needs besides the state (the frozen reference, eval data)
     wrap_batches(batches)     -> the batches as the step takes them (precomputed reference log-probs attached)
     train(state, batch)       -> (state, metrics): one optimizer step
     evaluate(step, state)     -> a metrics record; sample(step, state) -> writes samples.jsonl
 
-The step loop itself is `train_steps` (train, log, evaluate, sample, save when due, stop on SIGTERM), a plain
-function of callbacks that any stage's loop can call.
+A fine-tuning stage (`FinetuneRun`) starts from the latest checkpoint of an earlier stage (only its parameters: the
+optimizer starts afresh). The step loop itself is `train_steps` (train, log, evaluate, sample, save when due, stop on
+SIGTERM), a plain function of callbacks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -35,18 +39,26 @@ from flax import nnx
 
 from nanocode.core import config as config_lib
 from nanocode.core import mesh as mesh_lib
-from nanocode.core.checkpoint import Checkpointer, PreemptionGuard, check_compatible, complete_steps, make_meta
+from nanocode.core.checkpoint import (
+    Checkpointer,
+    PreemptionGuard,
+    check_compatible,
+    complete_steps,
+    fingerprint,
+    make_meta,
+)
 from nanocode.core.errors import CheckpointError, ConfigError, StageInterrupted
-from nanocode.core.interfaces import MeshFactory, OptimizerFactory, Tokenizer
-from nanocode.core.kinds import MODELS, TOKENIZERS, TOOLS
+from nanocode.core.interfaces import Tokenizer
+from nanocode.core.kinds import TOOLS
 from nanocode.core.progress import Progress
 from nanocode.core.workspace import Workspace
 from nanocode.data.conversation import ConversationCodec, Message, ToolCall
 from nanocode.train import mfu as mfu_lib
+from nanocode.train.bpb import make_eval_step
+from nanocode.train.experiment import Training
 from nanocode.train.metrics import JsonlLogger, format_line, peak_memory_bytes
-from nanocode.train.pretrain import batch_shards, tokenizer_fingerprint
-from nanocode.train.state import Initialised, TrainState, abstract_model, init_train_state, split_model
-from nanocode.train.step import REMAT_POLICIES
+from nanocode.train.sampling import make_greedy
+from nanocode.train.state import Initialised, TrainState, abstract_model, split_model
 
 # nanocode's agentic sample prompts (SFT and DPO), answered with greedy tokens at every sample step.
 AGENTIC_PROMPTS: tuple[str, ...] = (
@@ -61,6 +73,7 @@ DEFAULT_TOOL_SCHEMAS: dict[str, tuple[str, ...]] = {
     "Grep": ("pattern",),
     "Bash": ("command",),
 }
+PROBE_TEXT = "def capital(country):\n    return {'France': 'Paris'}[country]  # The capital of France is Paris.\n"
 
 
 def say(text: str) -> None:
@@ -68,96 +81,31 @@ def say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+def batch_shards(mesh, rules) -> int:
+    """How many ways the batch dimension is split on this mesh (rows must divide evenly)."""
+    spec = mesh_lib.batch_sharding(mesh, rules).spec
+    axes = spec[0] if len(spec) else None
+    axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
+    return math.prod(mesh.shape[a] for a in axes)
+
+
+def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
+    """Vocabulary size, every token's byte length and the encoding of a probe text: another tokenizer differs."""
+    ids = tokenizer.encode(PROBE_TEXT)
+    return fingerprint(
+        {"vocab_size": tokenizer.vocab_size, "token_bytes": fingerprint(tokenizer.token_bytes().tobytes()), "ids": ids}
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
-class Finetuning:
-    """What every fine-tuning stage binds in gin: the model (as pretrained), optimizer, mesh, sizes and cadences.
+class Finetuning(Training):
+    """What every fine-tuning stage binds in gin: `Training`'s fields plus where the stage starts from."""
 
-    `batch_size` counts examples per optimizer step over all devices (rows for SFT, pairs for paired preference
-    objectives); `micro_batch_size` examples go through one forward/backward (gradient accumulation).
-    """
+    default_horizon: ClassVar[str] = "one pass over the data"
 
-    model: str = "gpt"
-    model_config: Any = field(repr=False)
-    optimizer: OptimizerFactory = field(repr=False)
-    mesh: MeshFactory = field(repr=False)
-    tokenizer: str = "bpe"
-    batch_size: int
-    micro_batch_size: int | None = None  # None = batch_size
-    num_steps: int = -1  # -1: one pass over the training data (see the stage)
-    seed: int = 42
-    eval_every: int = 100  # 0: only before the first and after the last step
-    eval_batches: int = 8  # held-out batches (of micro_batch_size examples) per evaluation
-    sample_every: int = 100  # 0: only after the last step
-    sample_tokens: int = 64
-    checkpoint_every: int = 500  # 0: only at the end (and on SIGTERM)
-    keep_checkpoints: int = 2
-    log_every: int = 1
-    peak_flops: float | None = None  # per device, for MFU; None: the accelerator table, or measured on CPU
-    remat: str | None = None
     init_from: str = "pretrain"  # the stage whose latest checkpoint gives the initial parameters
     init_checkpoint: str | None = None  # or an explicit checkpoint directory (or step directory) instead
     system_prompt: str | None = None  # prepended as a system message to every conversation without one
-
-    def __post_init__(self):
-        name = type(self).__name__
-
-        def bad(why: str):
-            raise ConfigError(f"{name}.{why}")
-
-        model_class = self.model_class  # an unknown model name raises, listing the registered ones
-        for attr, cls in (("optimizer", OptimizerFactory), ("mesh", MeshFactory)):
-            if not isinstance(getattr(self, attr), cls):
-                bad(f"{attr}: expected a {cls.__name__}, got {type(getattr(self, attr)).__name__}")
-        if not isinstance(self.model_config, model_class.Config):
-            bad(f"model_config: expected a {model_class.Config.__name__}, got {type(self.model_config).__name__}")
-        if self.batch_size < 1:
-            bad(f"batch_size = {self.batch_size}: must be >= 1")
-        if self.micro_rows < 1 or self.batch_size % self.micro_rows:
-            bad(f"micro_batch_size = {self.micro_rows} does not divide batch_size = {self.batch_size}")
-        if self.num_steps == 0 or self.num_steps < -1:
-            bad(f"num_steps = {self.num_steps}: must be >= 1, or -1 for one pass over the data")
-        for attr in ("eval_every", "sample_every", "checkpoint_every", "eval_batches", "sample_tokens"):
-            if getattr(self, attr) < 0:
-                bad(f"{attr} = {getattr(self, attr)}: must be >= 0")
-        if self.log_every < 1 or self.keep_checkpoints < 1:
-            bad("log_every and keep_checkpoints must be >= 1")
-        if self.peak_flops is not None and self.peak_flops <= 0:
-            bad(f"peak_flops = {self.peak_flops}: must be > 0 (or None)")
-        if self.remat is not None and self.remat not in REMAT_POLICIES:
-            bad(f"remat = {self.remat!r}: not one of None, {', '.join(map(repr, REMAT_POLICIES))}")
-
-    @property
-    def model_class(self) -> type:
-        return MODELS.get(self.model)
-
-    @property
-    def micro_rows(self) -> int:
-        return self.micro_batch_size or self.batch_size
-
-    @property
-    def seq_len(self) -> int:
-        return self.model_config.sequence_len
-
-    @property
-    def accum_steps(self) -> int:
-        return self.batch_size // self.micro_rows
-
-    def learning_rate(self, num_steps: int):
-        """step -> the LR to log: the optimizer's base `lr` x its schedule multiplier (None without a schedule)."""
-        schedule = getattr(self.optimizer, "schedule", None)
-        if schedule is None:
-            return None
-        multiplier, base = schedule(num_steps), float(getattr(self.optimizer, "lr", 1.0))
-        return lambda step: base * multiplier(step)
-
-    def load_tokenizer(self, workspace: Workspace) -> Tokenizer:
-        tokenizer = TOKENIZERS.get(self.tokenizer).load(workspace.tokenizer_dir)
-        if tokenizer.vocab_size != self.model_config.vocab_size:
-            raise ConfigError(
-                f"{workspace.tokenizer_dir}: tokenizer has {tokenizer.vocab_size} ids but "
-                f"{type(self.model_config).__name__}.vocab_size = {self.model_config.vocab_size}"
-            )
-        return tokenizer
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -267,32 +215,49 @@ def start_state(exp: Finetuning, init: Initialised, tx, params: Any) -> TrainSta
 
 # ---------------------------------------------------------------------------------------------------- the loop
 class StageRun:
-    """One invocation of a fine-tuning stage: started from the previous stage, or continued from a checkpoint."""
+    """One invocation of a training stage: started afresh, or continued from its latest checkpoint."""
 
     stage = ""
     rows_per_example = 1  # rows of one example in a batch (2 for paired preference data)
+    fresh_start = "afresh"  # said when --resume finds no checkpoint
 
-    def __init__(self, exp: Finetuning, workspace: Workspace, *, resume: bool, force: bool, progress: bool):
+    def __init__(
+        self,
+        exp: Training,
+        workspace: Workspace,
+        *,
+        resume: bool,
+        force: bool,
+        progress: bool,
+        on_checkpoint: Callable[[int], None] | None = None,
+    ):
         self.exp, self.workspace, self.resume, self.force, self.progress = exp, workspace, resume, force, progress
+        self.on_checkpoint = on_checkpoint  # called once each checkpoint is completely on disk
         self.run_dir = workspace.run_dir(self.stage)
         self.main = jax.process_index() == 0
         self.metrics = JsonlLogger(self.run_dir / "metrics.jsonl", enabled=self.main)
         self.samples = JsonlLogger(self.run_dir / "samples.jsonl", enabled=self.main)
-        self.on_checkpoint: Callable[[int], None] | None = None
         self.num_steps = exp.num_steps
         self.data_spec = ""
         self.tokens_per_step = 0
-        self.sample_system = exp.system_prompt  # prepare_data may take it from the data instead
 
     # -- what a stage supplies ------------------------------------------------------------------------------------
     def prepare_data(self):
-        """Read the data; set num_steps (when -1), data_spec and tokens_per_step; return the training batches."""
+        """Read the data; set num_steps (when -1), data_spec and tokens_per_step; return the training batches.
+        Anything that must be closed when the run ends goes on `self.cleanup`."""
         raise NotImplementedError
 
     def build_step(self, init: Initialised, tx) -> Callable:
+        return self.exp.lm_step(init, tx, self.num_steps, mesh_lib.batch_sharding(self.mesh, self.rules))
+
+    def origin(self, saved_meta: dict) -> dict:
+        """What this run starts from, recorded in its checkpoints' meta (`saved_meta`: the latest one's, if any)."""
+        return {}
+
+    def fresh_state(self, init: Initialised, tx) -> TrainState:
         raise NotImplementedError
 
-    def start(self, state: TrainState, init_dir: Path) -> None:
+    def start(self, state: TrainState) -> None:
         """Called once the state exists, before the first step (fresh or resumed)."""
 
     def wrap_batches(self, batches):
@@ -312,93 +277,71 @@ class StageRun:
         pass
 
     def postfix(self, record: dict) -> str:
-        return f"loss {record['loss']:.4f}"
+        return f"loss {record['loss']:.4f} | {record['tok_per_s']:,.0f} tok/s | mfu {record['mfu']:.1%}"
+
+    def announce(self, peak_desc: str) -> str:
+        return f"{self.stage}: {self.num_steps} steps of {self.exp.batch_size} examples; MFU against {peak_desc}"
 
     # -- shared pieces --------------------------------------------------------------------------------------------
-    def log_eval(self, record: dict) -> dict:
+    def log_eval(self, record: dict, label: str | None = None) -> dict:
         self.metrics.log(record)
-        say(f"{self.stage} eval " + format_line(record["step"], record, tuple(k for k in record if k != "step")))
+        label = label or f"{self.stage} eval"
+        say(f"{label} " + format_line(record["step"], record, tuple(k for k in record if k != "step")))
         return record
-
-    def sample_prompts(self, step: int, state: TrainState, prompts: Sequence[str] = AGENTIC_PROMPTS) -> None:
-        """Greedy replies to fixed user prompts, as the agent would see them (system prompt included)."""
-        ids = [
-            self.codec.render_prompt(with_system_prompt([{"role": "user", "content": p}], self.sample_system))
-            for p in prompts
-        ]
-        replies = greedy_replies(
-            self.greedy,
-            state.params,
-            state.rest,
-            ids,
-            self.exp.sample_tokens,
-            stop_id=self.codec.ids["assistant_end"],
-            rows_multiple=self.shards,
-        )
-        for prompt, reply in zip(prompts, replies):
-            text = self.tokenizer.decode(reply)
-            self.samples.log({"step": step, "prompt": prompt, "completion": text})
-            say(f"sample {step}: {prompt!r} -> {text!r}")
 
     def run(self) -> dict:
         exp = self.exp
         self.tokenizer = exp.load_tokenizer(self.workspace)
-        self.codec = ConversationCodec(self.tokenizer)
         self.mesh, self.rules = exp.mesh.make(), exp.mesh.rules
         self.shards = batch_shards(self.mesh, self.rules)
-        if (exp.micro_rows * self.rows_per_example) % self.shards:
+        rows = exp.micro_rows * self.rows_per_example
+        if rows % self.shards:
+            what = f"{exp.micro_rows} rows do" if rows == exp.micro_rows else f"{exp.micro_rows} ({rows} rows) does"
             raise ConfigError(
-                f"{type(exp).__name__}.micro_batch_size = {exp.micro_rows} ({exp.micro_rows * self.rows_per_example} "
-                f"rows) does not split over the {self.shards} batch shards of mesh {mesh_lib.mesh_shape(self.mesh)}"
+                f"{type(exp).__name__}.micro_batch_size = {what} not split over the {self.shards} batch shards "
+                f"of mesh {mesh_lib.mesh_shape(self.mesh)}"
             )
         self.checkpointer = Checkpointer(self.workspace.checkpoint_dir(self.stage), max_to_keep=exp.keep_checkpoints)
         try:
-            with mesh_lib.activate(self.mesh, self.rules):
+            with mesh_lib.activate(self.mesh, self.rules), contextlib.ExitStack() as self.cleanup:
                 return self._run()
         finally:
             self.checkpointer.close()
 
-    def _restore_or_start(self, meta: dict):
-        """(init, state, start step, data state, the previous stage's step directory); sets meta's init_checkpoint.
-
-        A resumed run keeps the step directory it started from (recorded in its checkpoints): the earlier stage may
-        have saved more steps since."""
-        exp = self.exp
+    def _restore_or_start(self, meta: dict) -> tuple[TrainState, int, dict | None]:
+        """(state, start step, data position): the latest checkpoint when resuming, else the stage's fresh state.
+        Builds the steps (self.init, train_step, bpb_step) and adds the run's origin to `meta`."""
         latest = self.checkpointer.latest_step()
         if latest is not None and not self.resume:
             raise CheckpointError(
                 f"{self.checkpointer.directory} holds checkpoints (latest step {latest}): pass --resume to continue "
                 "that run, or delete the directory to start over"
             )
-        params = nnx.state(abstract_model(exp.model_class, exp.model_config, exp.seed), nnx.Param)
-        tx = exp.optimizer.build(params, self.num_steps)
-        init = init_train_state(
-            exp.model_class, exp.model_config, tx, seed=exp.seed, mesh=self.mesh, rules=self.rules, abstract=True
+        self.init, tx = self.exp.init_state(self.num_steps, self.mesh, self.rules)
+        self.bpb_step = make_eval_step(  # every stage reports validation bits per byte
+            self.init.graphdef,
+            self.tokenizer.token_bytes(),
+            params_shardings=self.init.shardings.params,
+            rest_shardings=self.init.shardings.rest,
+            batch_sharding=mesh_lib.batch_sharding(self.mesh, self.rules),
         )
-        self.train_step = self.build_step(init, tx)
+        self.train_step = self.build_step(self.init, tx)
         saved = self.checkpointer.read_meta(latest) if latest is not None else {}
         if latest is not None:
             check_compatible(saved, meta, force=self.force)
-        if saved.get("init_checkpoint"):
-            init_dir = Path(saved["init_checkpoint"])
-        else:
-            what = f"{type(exp).__name__}.init_checkpoint"
-            init_dir = init_step_dir(self.workspace, exp.init_from, exp.init_checkpoint, what)
-        meta["init_checkpoint"] = str(init_dir)
+        meta.update(self.origin(saved))
         if latest is not None:
-            restored = self.checkpointer.restore(latest, init.state)
+            restored = self.checkpointer.restore(latest, self.init.state)
             say(f"{self.stage}: resuming from step {restored.step} ({self.checkpointer.directory / str(latest)})")
-            return init, restored.state, restored.step, restored.data, init_dir
+            return restored.state, restored.step, restored.data
         if self.resume:
-            say(f"{self.stage}: no checkpoint in {self.checkpointer.directory}; starting afresh")
-        state = start_state(exp, init, tx, restore_params(init_dir, init.state.params))
-        say(f"{self.stage}: starting from {init_dir}")
-        return init, state, 0, None, init_dir
+            say(f"{self.stage}: no checkpoint in {self.checkpointer.directory}; starting {self.fresh_start}")
+        return self.fresh_state(self.init, tx), 0, None
 
     def _run(self) -> dict:
         exp = self.exp
-        abstract = nnx.state(abstract_model(exp.model_class, exp.model_config, exp.seed), nnx.Param)
-        mesh_lib.validate(abstract, self.mesh, self.rules)
+        self.abstract_params = nnx.state(abstract_model(exp.model_class, exp.model_config, exp.seed), nnx.Param)
+        mesh_lib.validate(self.abstract_params, self.mesh, self.rules)
         batches = self.prepare_data()
         meta = make_meta(
             config=config_lib.config_str(),
@@ -406,16 +349,16 @@ class StageRun:
             data_spec=self.data_spec,
             mesh=self.mesh,
         )
-        self.init, state, step, data_state, init_dir = self._restore_or_start(meta)  # refusals before any output
-        self.start(state, init_dir)
+        state, step, data_state = self._restore_or_start(meta)  # refusals come before any output
+        self.start(state)
         batches = self.wrap_batches(batches)
         if data_state:
             batches.restore(data_state)
         if self.main:
             config_lib.write_config(self.run_dir)
-        self.flops_per_token = int(abstract_model(exp.model_class, exp.model_config).flops_per_token())
+        flops_per_token = int(abstract_model(exp.model_class, exp.model_config).flops_per_token())
         peak, peak_desc = mfu_lib.peak_flops(exp.model_config.dtype, jax.devices(), exp.peak_flops)
-        say(f"{self.stage}: {self.num_steps} steps of {exp.batch_size} examples; MFU against {peak_desc}")
+        say(self.announce(peak_desc))
 
         last: dict[str, Any] = {}
         if step == 0:
@@ -441,7 +384,7 @@ class StageRun:
             sample=self.sample,
             save=save,
             metrics=self.metrics,
-            throughput=Throughput(self.tokens_per_step, self.flops_per_token, peak),
+            throughput=Throughput(self.tokens_per_step, flops_per_token, peak),
             postfix=self.postfix,
             progress=self.progress and self.main,
             last=last,
@@ -450,6 +393,62 @@ class StageRun:
         if step >= self.num_steps:
             say(f"{self.stage}: done, {step} steps; final checkpoint in {self.checkpointer.directory / str(step)}")
         return last
+
+
+class FinetuneRun(StageRun):
+    """A fine-tuning stage: starts from the parameters of an earlier stage's checkpoint, samples agentic replies."""
+
+    def __init__(self, exp: Finetuning, workspace: Workspace, **options):
+        super().__init__(exp, workspace, **options)
+        self.sample_system = exp.system_prompt  # prepare_data may take it from the data instead
+
+    @cached_property
+    def codec(self) -> ConversationCodec:
+        return ConversationCodec(self.tokenizer)
+
+    @cached_property
+    def greedy(self) -> Callable:
+        """Greedy decoding (samples, tool-call checks); the steps are built first."""
+        return make_greedy(self.init.graphdef, self.exp.sample_tokens)
+
+    def origin(self, saved_meta: dict) -> dict:
+        """The earlier stage's step directory. A resumed run keeps the one it started from (recorded in its
+        checkpoints): the earlier stage may have saved more steps since."""
+        if saved_meta.get("init_checkpoint"):
+            self.init_dir = Path(saved_meta["init_checkpoint"])
+        else:
+            what = f"{type(self.exp).__name__}.init_checkpoint"
+            self.init_dir = init_step_dir(self.workspace, self.exp.init_from, self.exp.init_checkpoint, what)
+        return {"init_checkpoint": str(self.init_dir)}
+
+    def fresh_state(self, init: Initialised, tx) -> TrainState:
+        state = start_state(self.exp, init, tx, restore_params(self.init_dir, init.state.params))
+        say(f"{self.stage}: starting from {self.init_dir}")
+        return state
+
+    def sample(self, step: int, state: TrainState) -> None:
+        if self.exp.sample_tokens:
+            self.sample_prompts(step, state)
+
+    def sample_prompts(self, step: int, state: TrainState, prompts: Sequence[str] = AGENTIC_PROMPTS) -> None:
+        """Greedy replies to fixed user prompts, as the agent would see them (system prompt included)."""
+        ids = [
+            self.codec.render_prompt(with_system_prompt([{"role": "user", "content": p}], self.sample_system))
+            for p in prompts
+        ]
+        replies = greedy_replies(
+            self.greedy,
+            state.params,
+            state.rest,
+            ids,
+            self.exp.sample_tokens,
+            stop_id=self.codec.ids["assistant_end"],
+            rows_multiple=self.shards,
+        )
+        for prompt, reply in zip(prompts, replies):
+            text = self.tokenizer.decode(reply)
+            self.samples.log({"step": step, "prompt": prompt, "completion": text})
+            say(f"sample {step}: {prompt!r} -> {text!r}")
 
 
 # ---------------------------------------------------------------------------------------------------- the steps

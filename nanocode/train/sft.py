@@ -7,13 +7,13 @@ epochs), packed whole into rows with a loss mask (assistant text, tool calls, <|
 pretraining step with that mask, so the loss is the exact per-token mean over every valid target of the batch.
 Every `eval_every` steps: validation bits per byte of the held-out conversations (assistant tokens only) and the
 tool-call validity rate — the share of greedy replies to held-out prompts that contain a well-formed call of a
-known tool with its required arguments. Samples, checkpoints, resume, metrics and the progress bar are the shared
-fine-tuning loop's (`train.loop`). The run starts from the latest pretraining checkpoint's parameters.
+known tool with its required arguments. Samples, checkpoints, resume, metrics and the progress bar are the loop's
+that every stage shares (`train.loop`). The run starts from the latest pretraining checkpoint's parameters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,10 +26,10 @@ from nanocode.core.registry import register_config
 from nanocode.core.workspace import Workspace
 from nanocode.data.conversation import Message
 from nanocode.data.sft import ConversationMixture, SFTPacker
-from nanocode.train.bpb import evaluate_bpb, make_eval_step
+from nanocode.train.bpb import evaluate_bpb
 from nanocode.train.loop import (
+    FinetuneRun,
     Finetuning,
-    StageRun,
     first_system_prompt,
     greedy_replies,
     has_valid_tool_call,
@@ -37,8 +37,6 @@ from nanocode.train.loop import (
     tool_schemas,
     with_system_prompt,
 )
-from nanocode.train.sampling import make_greedy
-from nanocode.train.step import make_train_step
 
 STAGE = "sft"
 
@@ -69,19 +67,8 @@ class SFTTraining(Finetuning):
         if self.tool_eval_prompts < 0:
             raise ConfigError(f"SFTTraining.tool_eval_prompts = {self.tool_eval_prompts}: must be >= 0")
 
-    def run(
-        self,
-        workspace: Workspace,
-        *,
-        resume: bool = False,
-        force: bool = False,
-        progress: bool = True,
-        on_checkpoint: Callable[[int], None] | None = None,
-    ) -> dict:
-        """Train to num_steps (resuming from the latest checkpoint when asked); returns the last metrics."""
-        run = SFTRun(self, workspace, resume=resume, force=force, progress=progress)
-        run.on_checkpoint = on_checkpoint
-        return run.run()
+    def make_run(self, workspace: Workspace, **options) -> SFTRun:
+        return SFTRun(self, workspace, **options)
 
 
 register_config(SFTTraining)
@@ -99,7 +86,7 @@ def tool_prompts(conversations: Sequence[list[Message]], limit: int) -> list[lis
     return (calls or others)[:limit]
 
 
-class SFTRun(StageRun):
+class SFTRun(FinetuneRun):
     stage = STAGE
 
     def prepare_data(self) -> SFTPacker:
@@ -134,28 +121,7 @@ class SFTRun(StageRun):
         )
         return SFTPacker(train, codec, rows, exp.seq_len, process_index=pi, process_count=pc)
 
-    def build_step(self, init, tx):
-        exp = self.exp
-        sharding = mesh_lib.batch_sharding(self.mesh, self.rules)
-        self.eval_step = make_eval_step(
-            init.graphdef,
-            self.tokenizer.token_bytes(),
-            params_shardings=init.shardings.params,
-            rest_shardings=init.shardings.rest,
-            batch_sharding=sharding,
-        )
-        self.greedy = make_greedy(init.graphdef, exp.sample_tokens)
-        return make_train_step(
-            init.graphdef,
-            tx,
-            accum_steps=exp.accum_steps,
-            state_shardings=init.shardings,
-            batch_sharding=sharding,
-            learning_rate=exp.learning_rate(self.num_steps),
-            remat=exp.remat,
-        )
-
-    def start(self, state, init_dir) -> None:
+    def start(self, state) -> None:
         exp = self.exp
         pc, pi = _processes()
         val = SFTPacker(self.test, self.codec, exp.micro_rows // pc, exp.seq_len, pi, pc, cycle=False)
@@ -175,9 +141,7 @@ class SFTRun(StageRun):
     def evaluate(self, step: int, state) -> dict:
         record: dict[str, Any] = {"step": step}
         if self.val_batches:
-            record["val_bpb"] = evaluate_bpb(
-                self.eval_step, state.params, state.rest, map(self.shard, self.val_batches)
-            )
+            record["val_bpb"] = evaluate_bpb(self.bpb_step, state.params, state.rest, map(self.shard, self.val_batches))
         if self.tool_prompts and self.exp.sample_tokens:
             replies = greedy_replies(
                 self.greedy,
@@ -192,13 +156,6 @@ class SFTRun(StageRun):
             record["tool_call_valid"] = valid / len(replies)
             record["tool_call_prompts"] = len(replies)
         return self.log_eval(record)
-
-    def sample(self, step: int, state) -> None:
-        if self.exp.sample_tokens:
-            self.sample_prompts(step, state)
-
-    def postfix(self, record: dict) -> str:
-        return f"loss {record['loss']:.4f} | {record['tok_per_s']:,.0f} tok/s | mfu {record['mfu']:.1%}"
 
 
 def _processes() -> tuple[int, int]:

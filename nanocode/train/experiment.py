@@ -1,0 +1,154 @@
+"""What every training stage binds in gin (pretraining, SFT, preference optimisation): `Training`.
+
+The model (its registered name and Config), optimizer, mesh, tokenizer, batch sizes, horizon, seed and the cadences
+of logs, evals, samples and checkpoints; validated when gin builds the experiment, so a bad value is one line naming
+the binding before anything is read or traced. A stage subclasses it with its own fields (data, objective, where it
+starts from), registers the subclass with gin, and supplies the loop that runs it (`make_run`, a `loop.StageRun`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NoReturn
+
+from flax import nnx
+
+from nanocode.core.errors import ConfigError
+from nanocode.core.interfaces import MeshFactory, OptimizerFactory, Tokenizer
+from nanocode.core.kinds import MODELS, TOKENIZERS
+from nanocode.core.workspace import Workspace
+from nanocode.train.state import Initialised, abstract_model, init_train_state
+from nanocode.train.step import REMAT_POLICIES, make_train_step
+
+
+@dataclass(frozen=True, kw_only=True)
+class Training:
+    """A training stage's experiment. `batch_size` counts examples per optimizer step over all devices (rows; pairs
+    for paired preference objectives); `micro_batch_size` examples go through one forward/backward."""
+
+    default_horizon: ClassVar[str] = "one pass over the data"  # what num_steps = -1 means (in its error message)
+
+    model: str = "gpt"
+    model_config: Any = field(repr=False)  # the model class's Config (GPTConfig), compute dtype included
+    optimizer: OptimizerFactory = field(repr=False)
+    mesh: MeshFactory = field(repr=False)
+    tokenizer: str = "bpe"
+    batch_size: int
+    micro_batch_size: int | None = None  # gradient accumulation; None = batch_size
+    num_steps: int = -1  # -1: the stage's own horizon (default_horizon)
+    seed: int = 42
+    eval_every: int = 100  # 0: only before the first and after the last step
+    eval_batches: int = 8  # held-out batches (of micro_batch_size examples) per evaluation (per source, pretraining)
+    sample_every: int = 100  # 0: only after the last step
+    sample_tokens: int = 64
+    checkpoint_every: int = 500  # 0: only at the end (and on SIGTERM)
+    keep_checkpoints: int = 2
+    log_every: int = 1
+    peak_flops: float | None = None  # per device, for MFU; None: the accelerator table, or measured on CPU
+    remat: str | None = None  # recompute activations in the backward pass: None, or 'dots' (see step.REMAT_POLICIES)
+
+    def invalid(self, why: str) -> NoReturn:
+        raise ConfigError(f"{type(self).__name__}.{why}")
+
+    def __post_init__(self):
+        bad = self.invalid
+        model_class = self.model_class  # an unknown model name raises, listing the registered ones
+        for attr, cls in (("optimizer", OptimizerFactory), ("mesh", MeshFactory)):
+            if not isinstance(getattr(self, attr), cls):
+                bad(f"{attr}: expected a {cls.__name__}, got {type(getattr(self, attr)).__name__}")
+        if not isinstance(self.model_config, model_class.Config):
+            bad(f"model_config: expected a {model_class.Config.__name__}, got {type(self.model_config).__name__}")
+        if self.batch_size < 1:
+            bad(f"batch_size = {self.batch_size}: must be >= 1")
+        if self.micro_rows < 1 or self.batch_size % self.micro_rows:
+            bad(f"micro_batch_size = {self.micro_rows} does not divide batch_size = {self.batch_size}")
+        if self.num_steps == 0 or self.num_steps < -1:
+            bad(f"num_steps = {self.num_steps}: must be >= 1, or -1 for {self.default_horizon}")
+        for attr in ("eval_every", "sample_every", "checkpoint_every", "eval_batches", "sample_tokens"):
+            if getattr(self, attr) < 0:
+                bad(f"{attr} = {getattr(self, attr)}: must be >= 0")
+        if self.log_every < 1 or self.keep_checkpoints < 1:
+            bad("log_every and keep_checkpoints must be >= 1")
+        if self.peak_flops is not None and self.peak_flops <= 0:
+            bad(f"peak_flops = {self.peak_flops}: must be > 0 (or None)")
+        if self.remat is not None and self.remat not in REMAT_POLICIES:
+            bad(f"remat = {self.remat!r}: not one of None, {', '.join(map(repr, REMAT_POLICIES))}")
+
+    # -- derived, from shapes only ----------------------------------------------------------------------------------
+    @property
+    def model_class(self) -> type:
+        return MODELS.get(self.model)
+
+    @property
+    def micro_rows(self) -> int:
+        return self.micro_batch_size or self.batch_size
+
+    @property
+    def seq_len(self) -> int:
+        return self.model_config.sequence_len
+
+    @property
+    def accum_steps(self) -> int:
+        return self.batch_size // self.micro_rows
+
+    def learning_rate(self, num_steps: int) -> Callable[[Any], float] | None:
+        """step -> the LR to log: the optimizer's base `lr` (Muon's, for muon_adamw) x its schedule multiplier
+        (None without a schedule)."""
+        schedule = getattr(self.optimizer, "schedule", None)
+        if schedule is None:
+            return None
+        multiplier, base = schedule(num_steps), float(getattr(self.optimizer, "lr", 1.0))
+        return lambda step: base * multiplier(step)
+
+    # -- building blocks of a run -----------------------------------------------------------------------------------
+    def load_tokenizer(self, workspace: Workspace) -> Tokenizer:
+        tokenizer = TOKENIZERS.get(self.tokenizer).load(workspace.tokenizer_dir)
+        if tokenizer.vocab_size != self.model_config.vocab_size:
+            raise ConfigError(
+                f"{workspace.tokenizer_dir}: tokenizer has {tokenizer.vocab_size} ids but "
+                f"{type(self.model_config).__name__}.vocab_size = {self.model_config.vocab_size}"
+            )
+        return tokenizer
+
+    def init_state(self, num_steps: int, mesh, rules, *, abstract: bool = True) -> tuple[Initialised, Any]:
+        """(the train state laid out on `mesh`, the optimizer for a `num_steps` schedule); call under
+        `mesh_lib.activate`. abstract=True gives ShapeDtypeStructs with shardings (restore targets, AOT compiles)."""
+        params = nnx.state(abstract_model(self.model_class, self.model_config, self.seed), nnx.Param)
+        tx = self.optimizer.build(params, num_steps)
+        init = init_train_state(
+            self.model_class, self.model_config, tx, seed=self.seed, mesh=mesh, rules=rules, abstract=abstract
+        )
+        return init, tx
+
+    def lm_step(self, init: Initialised, tx, num_steps: int, batch_sharding) -> Callable:
+        """The language-model train step (pretraining, SFT): mean next-token loss over the batch's (masked) targets."""
+        return make_train_step(
+            init.graphdef,
+            tx,
+            accum_steps=self.accum_steps,
+            state_shardings=init.shardings,
+            batch_sharding=batch_sharding,
+            learning_rate=self.learning_rate(num_steps),
+            remat=self.remat,
+        )
+
+    def make_run(self, workspace: Workspace, **options):
+        """The stage's `loop.StageRun` for this experiment (resume, force, progress, on_checkpoint)."""
+        raise NotImplementedError
+
+    def run(
+        self,
+        workspace: Workspace,
+        *,
+        resume: bool = False,
+        force: bool = False,
+        progress: bool = True,
+        on_checkpoint: Callable[[int], None] | None = None,
+    ) -> dict:
+        """Train to num_steps (resuming from the latest checkpoint when asked); returns the last metrics.
+
+        `on_checkpoint(step)` is called once each checkpoint is completely on disk (to copy it elsewhere, or to stop).
+        """
+        run = self.make_run(workspace, resume=resume, force=force, progress=progress, on_checkpoint=on_checkpoint)
+        return run.run()
