@@ -34,6 +34,7 @@ TINY = [
     "GPTConfig.n_head = 2",
     "GPTConfig.n_kv_head = 2",
     "GPTConfig.sequence_len = 64",
+    "PRETRAIN_SEQUENCE_LEN = 64",  # the debug experiment pretrains at its own context
     "GPTConfig.vocab_size = 512",
     "Pretraining.batch_size = 8",
     "Pretraining.micro_batch_size = 4",
