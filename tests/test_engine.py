@@ -137,11 +137,13 @@ def test_compile_count_stays_bounded(model):
         cache = engine.new_cache(1)
         for turn in range(2):  # a second turn on a warm cache compiles nothing new either
             list(engine.generate(cache, [prompt(n, n + turn)], GREEDY, max_new_tokens=3))
-    # one decode shape plus one prefill shape per bucket, whatever the prompt lengths and turns
+    # one decode loop plus one prefill shape per bucket, whatever the prompt lengths and turns
     assert engine.traces == len(buckets) + 1
-    assert engine._step_jit._cache_size() == len(buckets) + 1
+    assert engine._step_jit._cache_size() == len(buckets) and engine._decode_jit._cache_size() == 1
     list(engine.generate(engine.new_cache(1), [prompt(11, 99)], SamplingParams(0.7, top_k=3), max_new_tokens=3))
-    assert engine.traces == len(buckets) + 1  # sampling settings are data, not shapes
+    # sampling settings, stop sets and lengths that are not a multiple of the chunk are data, not shapes
+    list(engine.generate(engine.new_cache(1), [prompt(5, 98)], GREEDY, max_new_tokens=37, stop_ids=[1, 2, 3]))
+    assert engine.traces == len(buckets) + 1
 
 
 def test_context_full_and_generation_stops_at_the_end_of_the_cache(model):
@@ -189,10 +191,92 @@ def test_decode_step_updates_the_cache_in_place(model, batch):
     engine = Engine(model, max_len=96)
     cache = engine.new_cache(batch)
     args = sampling.stack([GREEDY] * batch)
-    column, ones = np.zeros((batch, 1), np.int32), np.ones((batch,), np.int32)
-    hlo = engine._step_jit.lower(engine._params, engine._rest, cache.k, cache.v, column, ones, ones, **args)
-    text = hlo.compile().as_text()
-    shapes = {f"f32[{','.join(map(str, buf.shape))}]" for buf in cache.k + cache.v}
-    copies = [line for line in text.splitlines() if " copy(" in line and any(s in line for s in shapes)]
-    assert copies == []
-    assert "input_output_alias" in text.splitlines()[0]
+    tokens, ones = np.zeros((batch,), np.int32), np.ones((batch,), np.int32)
+    state = (tokens, ones, ones > 0, 0 * ones, 9 * ones, np.zeros((TINY.vocab_size,), bool))
+    for hlo in (  # a prefill of one token, and the decode loop
+        engine._step_jit.lower(engine._params, engine._rest, cache.k, cache.v, tokens[:, None], ones, ones, **args),
+        engine._decode_jit.lower(engine._params, engine._rest, cache.k, cache.v, *state, **args),
+    ):
+        text = hlo.compile().as_text()
+        shapes = {f"f32[{','.join(map(str, buf.shape))}]" for buf in cache.k + cache.v}
+        copies = [line for line in text.splitlines() if " copy(" in line and any(s in line for s in shapes)]
+        assert copies == []
+        assert "input_output_alias" in text.splitlines()[0]
+
+
+# ---------------------------------------------------------------------------------------------- chunked decode
+def step_by_step(engine: Engine, ids: list[int], params: SamplingParams, max_new: int, stop_ids=()) -> list[int]:
+    """The unchunked path: one jitted call and one host sync per token (Engine.feed of each token alone)."""
+    from nanocode.models import sampling
+
+    cache, args = engine.new_cache(1), sampling.stack([params])
+    out = [int(engine.feed(cache, [ids], args)[0])]
+    while len(out) < max_new and out[-1] not in stop_ids:
+        out.append(int(engine.feed(cache, [[out[-1]]], args)[0]))
+    return out
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 8])
+def test_chunked_decode_equals_one_step_at_a_time(model, chunk):
+    """Greedy and seeded sampling, a batch of rows with limits that are not multiples of the chunk, a stop id that
+    falls inside a chunk: every row's tokens equal the one-call-per-token path's, and the greedy ones recompute's."""
+    engine = Engine(model, min_bucket=4, max_bucket=16, decode_chunk=chunk)
+    prompts = [prompt(6, 60), prompt(13, 61), prompt(9, 62)]
+    settings = [GREEDY, SamplingParams(temperature=1.0, top_k=20, seed=7), SamplingParams(0.9, top_p=0.8, seed=8)]
+    limits = [11, 13, 7]
+    free_run = [step_by_step(engine, p, s, n) for p, s, n in zip(prompts, settings, limits)]
+    assert free_run[0] == greedy_reference(model, prompts[0], limits[0])
+    # stop ids: row 0's 6th token and row 1's 5th (mid-chunk for chunk 3 and 8); rows stop at their first stop id
+    stop_ids = [free_run[0][5], free_run[1][4]]
+    want = [step_by_step(engine, p, s, n, stop_ids) for p, s, n in zip(prompts, settings, limits)]
+    assert all(len(w) <= n for w, n in zip(want, [6, 5, 7]))  # each row stops at the latest where planned
+    alone = [
+        [c[0] for c in engine.generate(engine.new_cache(1), [p], [s], max_new_tokens=n, stop_ids=stop_ids)]
+        for p, s, n in zip(prompts, settings, limits)
+    ]
+    assert alone == want
+    cache = engine.new_cache(3)
+    columns = list(engine.generate(cache, prompts, settings, max_new_tokens=limits, stop_ids=stop_ids))
+    together = [[c[r] for c in columns if c[r] is not None] for r in range(3)]
+    assert together == want
+    assert len(columns) == max(len(w) for w in want)  # no column after every row stopped
+    # the cache holds each row's prompt and its yielded tokens but the last, whatever the device decoded ahead
+    assert cache.lengths.tolist() == [len(p) + len(w) - 1 for p, w in zip(prompts, want)]
+
+
+@pytest.mark.parametrize("chunk", [3, 8])
+def test_cache_after_chunked_decode_equals_recompute(model, chunk):
+    """A row ended by the caller mid-chunk (send) and a row that stops on its own: their caches hold exactly the
+    yielded history (the tokens decoded ahead are invisible), so the next turn's logits and tokens match recompute."""
+    engine = Engine(model, min_bucket=4, max_bucket=16, decode_chunk=chunk)
+    prompts = [prompt(7, 70), prompt(10, 71)]
+    cache = engine.new_cache(2)
+    gen = engine.generate(cache, prompts, GREEDY, max_new_tokens=[20, 9])
+    columns = [next(gen), next(gen)]
+    columns.append(gen.send([0]))  # end row 0 after its second token, inside the first chunk
+    columns += list(gen)
+    outs = [[c[r] for c in columns if c[r] is not None] for r in range(2)]
+    assert outs[0] == greedy_reference(model, prompts[0], 2)
+    assert outs[1] == greedy_reference(model, prompts[1], 9)
+    assert cache.lengths.tolist() == [len(prompts[0]) + 1, len(prompts[1]) + 8]
+    histories = [p + o for p, o in zip(prompts, outs)]  # what each row's next turn continues from
+    for r in range(2):
+        np.testing.assert_allclose(
+            engine.logits(cache, [[outs[r][-1]] if i == r else [] for i in range(2)])[r],
+            full_logits(model, histories[r])[-1],
+            atol=1e-4,
+            rtol=1e-4,
+        )
+    # a second turn on the same cache overwrites the positions decoded ahead
+    more = [prompt(4, 72), prompt(3, 73)]
+    columns = list(engine.generate(cache, more, GREEDY, max_new_tokens=[10, 5]))
+    for r in range(2):
+        got = [c[r] for c in columns if c[r] is not None]
+        assert got == greedy_reference(model, histories[r] + more[r], [10, 5][r])
+
+
+def test_decode_chunk_must_be_positive(model):
+    from nanocode.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="decode_chunk"):
+        Engine(model, decode_chunk=0)
