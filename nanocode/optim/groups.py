@@ -3,7 +3,8 @@
 Labels, for `optax.partition` (a.k.a. multi_transform):
   'embedding'  a path component named `wte` (the token embedding)        -> AdamW at the embedding LR
   'head'       a path component named `lm_head` (the unembedding)        -> AdamW at the head LR
-  'muon'       every other 2-D matrix (attention and MLP projections)    -> Muon
+  'muon'       every other matrix (attention and MLP projections)        -> Muon
+               2-D, or a stack of them ([layers, in, out] with GPTConfig.scan_layers): each orthogonalised on its own
   'other'      anything else (gains, biases, scalars)                    -> AdamW
 Works on an `nnx.State` (Variables or plain arrays), a plain dict, and abstract `jax.ShapeDtypeStruct` leaves. Only
 path names and shapes are read, so this module knows nothing of the model classes.
@@ -56,7 +57,7 @@ def label_of(
         return EMBEDDING
     if names & set(head):
         return HEAD
-    return MUON if len(shape) == 2 else OTHER
+    return MUON if len(shape) >= 2 else OTHER  # Newton–Schulz batches over leading axes (stacked layers)
 
 
 def label_params(params: Any, *, embedding: Sequence[str] = ("wte",), head: Sequence[str] = ("lm_head",)) -> Any:
