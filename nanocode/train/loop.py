@@ -196,6 +196,18 @@ def restore_params(step_dir: Path, abstract_params: Any) -> Any:
         ) from e
     finally:
         asyncio_log.setLevel(level)
+    # A partial restore leaves whatever the checkpoint lacks as the abstract target (another n_layer, another
+    # GPTConfig.scan_layers layout): refuse rather than hand back a model with placeholder weights.
+    leaves = jax.tree_util.tree_leaves_with_path(restored["params"], is_leaf=lambda x: isinstance(x, nnx.Variable))
+    values = [(p, x.get_value() if isinstance(x, nnx.Variable) else x) for p, x in leaves]
+    missing = [
+        jax.tree_util.keystr(p, simple=True, separator="/") for p, x in values if isinstance(x, jax.ShapeDtypeStruct)
+    ]
+    if missing:
+        raise CheckpointError(
+            f"{step_dir}: the checkpoint has no parameter {missing[0]} ({len(missing)} missing); does the experiment's "
+            "model config (n_layer, scan_layers, ...) match the checkpoint?"
+        )
     return restored["params"]
 
 
