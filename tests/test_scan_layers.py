@@ -124,18 +124,52 @@ def saved_residuals(model: GPT, remat: str | None, capsys) -> list[tuple[int, ..
     return shapes
 
 
-def test_remat_policy_applies_per_block_inside_the_scan(capsys):
-    """train.step's remat policy wraps the whole loss; it reaches into the scan body, which then keeps exactly what
-    the unrolled blocks keep: each layer's matmul outputs (stacked), no attention probabilities."""
+def test_remat_saves_what_the_unrolled_blocks_save(capsys):
+    """Under remat 'dots' the scan keeps, per layer, exactly the unrolled blocks' residuals: the matmul outputs."""
     model = random_model()
     scanned = scan.convert(model, scan_layers=True)
     unrolled_dots = saved_residuals(model, "dots", capsys)
     scanned_dots = saved_residuals(scanned, "dots", capsys)
     scanned_all = saved_residuals(scanned, None, capsys)
-    probabilities = (TINY.n_layer, 4, TINY.n_kv_head, 2, TINY.sequence_len, TINY.sequence_len)  # [L, b, n, g, t, t]
-    assert probabilities in scanned_all and probabilities not in scanned_dots
     assert sum(map(np.prod, scanned_dots)) == sum(map(np.prod, unrolled_dots)) < 0.5 * sum(map(np.prod, scanned_all))
     assert sum(s[0] == TINY.n_layer for s in scanned_dots) == 6  # q, k, v, attention out, MLP in and out
+
+
+def scan_outputs(fn, *args) -> list[tuple[int, ...]]:
+    """Shapes of every output of every scan in fn's jaxpr, nested ones included."""
+    shapes = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "scan":
+                shapes.extend(tuple(v.aval.shape) for v in eqn.outvars)
+            for value in eqn.params.values():
+                for sub in value if isinstance(value, tuple | list) else (value,):
+                    if hasattr(sub, "eqns"):
+                        walk(sub)
+                    elif hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
+                        walk(sub.jaxpr)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return shapes
+
+
+def test_train_step_remat_applies_per_layer_inside_the_scan():
+    """A checkpoint around the whole loss alone makes the backward pass recompute the entire scan and stack every
+    layer's attention probabilities; train.step's remat (scan.checkpoint) checkpoints each layer's body instead."""
+    scanned = scan.convert(random_model(), scan_layers=True)
+    graphdef, params, rest = nnx.split(scanned, nnx.Param, ...)
+    tokens = {"tokens": jnp.asarray(batch())}
+    probabilities = (TINY.n_layer, 4, TINY.n_kv_head, 2, TINY.sequence_len, TINY.sequence_len)  # [L, b, n, g, t, t]
+
+    def loss(p):
+        return loss_sums(nnx.merge(graphdef, p, rest), tokens["tokens"], None)[0]
+
+    outer_only = scan_outputs(jax.grad(jax.checkpoint(loss, policy=REMAT_POLICIES["dots"])), params)
+    assert probabilities in outer_only
+    step = scan_outputs(lambda p: accumulate(graphdef, p, rest, tokens, 1, remat="dots"), params)
+    assert probabilities not in step
+    assert probabilities in scan_outputs(lambda p: accumulate(graphdef, p, rest, tokens, 1), params)  # no remat
 
 
 def mesh_losses(shape, config: GPTConfig, n_steps: int = 2):

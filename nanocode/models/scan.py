@@ -8,8 +8,12 @@ and loops it (a `jax.lax.scan`), so compile time stays roughly flat. The arithme
 The blocks are created by `nnx.vmap` over split random keys: every parameter gets a leading axis with the logical name
 'layers' (c_q is [n_layer, n_embd, heads], logical axes ('layers', 'embed', 'heads')), mapped to no mesh axis by the
 default rules, so each device holds the same layers it would unscanned. `nnx.scan` runs them, taking 'layers' off the
-metadata inside the body so a block sees its usual 2-D weights. Remat applies per block: jax.checkpoint's policy
-reaches into the scan body (the saved residuals are the per-layer ones, stacked).
+metadata inside the body so a block sees its usual 2-D weights.
+
+Remat must wrap the scan body, per layer: a checkpoint around the whole loss alone makes the backward pass recompute
+the entire scan first, stacking every layer's activations ([t, t] attention probabilities included), which saves
+nothing. Trainers therefore checkpoint with `scan.checkpoint(fn, policy)`: jax.checkpoint(fn), and while fn is traced
+every scanned block body is checkpointed with the same policy (a no-op for unscanned models).
 
 The two layouts of a model's state differ only under `blocks`:
 
@@ -22,8 +26,11 @@ initialises the two layouts differently (split keys vs one key stream), with the
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
-from collections.abc import Callable, Mapping
+import functools
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
@@ -47,14 +54,42 @@ def stacked_blocks(make_block: Callable[[nnx.Rngs], nnx.Module], n_layer: int, r
     return make(rngs)
 
 
+# The remat policy of the scan body while a `checkpoint`-ed function is traced (None: no per-layer remat).
+_body_policy: contextvars.ContextVar[Callable | None] = contextvars.ContextVar("scan_body_policy", default=None)
+
+
+@contextlib.contextmanager
+def _per_layer(policy: Callable) -> Iterator[None]:
+    token = _body_policy.set(policy)
+    try:
+        yield
+    finally:
+        _body_policy.reset(token)
+
+
+def checkpoint(fn: Callable, policy: Callable) -> Callable:
+    """jax.checkpoint(fn, policy=policy) that also checkpoints each scanned layer with the policy (see above)."""
+    checkpointed = jax.checkpoint(fn, policy=policy)
+
+    @functools.wraps(fn)
+    def traced(*args, **kwargs):
+        with _per_layer(policy):
+            return checkpointed(*args, **kwargs)
+
+    return traced
+
+
 def run_blocks(step: Callable[[nnx.Module, jax.Array], jax.Array], blocks: nnx.Module, x: jax.Array) -> jax.Array:
     """x after every layer of stacked `blocks` in order: `step(block, x)` scanned over the 'layers' axis."""
 
-    @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry, transform_metadata=LAYERS_METADATA)
     def body(x: jax.Array, block: nnx.Module) -> jax.Array:
         return step(block, x)
 
-    return body(x, blocks)
+    policy = _body_policy.get()
+    if policy is not None:  # the backward pass then recomputes one layer at a time
+        body = nnx.remat(body, policy=policy)
+    scanned = nnx.scan(body, in_axes=(nnx.Carry, 0), out_axes=nnx.Carry, transform_metadata=LAYERS_METADATA)
+    return scanned(x, blocks)
 
 
 # ---------------------------------------------------------------------------------------------------- layouts

@@ -31,6 +31,7 @@ from flax import nnx
 from jaxtyping import Array, Float, Int
 
 from nanocode.core.interfaces import PreferenceBatch, PreferenceObjective, SequenceLogps
+from nanocode.models import scan
 from nanocode.train.loss import split_rows, token_nll
 from nanocode.train.state import TrainState
 from nanocode.train.step import REMAT_POLICIES, micro_batches
@@ -196,7 +197,7 @@ class PreferenceLoss:
                 return self.micro(p, rest, ref_params, mb, mismatched)
 
             if self.remat is not None:
-                f = jax.checkpoint(f, policy=REMAT_POLICIES[self.remat])
+                f = scan.checkpoint(f, REMAT_POLICIES[self.remat])  # per layer too, in scanned blocks
             if not grad:
                 loss_sum, sums = f(params)
                 return None, loss_sum, sums

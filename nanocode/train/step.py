@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from nanocode.models import scan
 from nanocode.train.loss import loss_sums
 from nanocode.train.state import TrainState
 
@@ -69,8 +70,8 @@ def accumulate(
     def sums(p, tokens, mask):
         return loss_fn(nnx.merge(graphdef, p, rest), tokens, mask)
 
-    if remat is not None:
-        sums = jax.checkpoint(sums, policy=REMAT_POLICIES[remat])
+    if remat is not None:  # also per layer inside scanned blocks (GPTConfig.scan_layers)
+        sums = scan.checkpoint(sums, REMAT_POLICIES[remat])
     grad_fn = jax.value_and_grad(sums, has_aux=True)
 
     def one(tokens, mask):
