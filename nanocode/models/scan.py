@@ -7,7 +7,7 @@ and loops it (a `jax.lax.scan`), so compile time stays roughly flat. The arithme
 
 The blocks are created by `nnx.vmap` over split random keys: every parameter gets a leading axis with the logical name
 'layers' (c_q is [n_layer, n_embd, heads], logical axes ('layers', 'embed', 'heads')), mapped to no mesh axis by the
-default rules, so each device holds the same layers it would unscanned. `nnx.scan` runs them, taking 'layers' off the
+default rules (every device holds its shard of every layer, as unscanned). `nnx.scan` runs them, taking 'layers' off the
 metadata inside the body so a block sees its usual 2-D weights.
 
 Remat must wrap the scan body, per layer: a checkpoint around the whole loss alone makes the backward pass recompute
