@@ -104,18 +104,26 @@ def rms_norm(x: Float[Array, "... d"], eps: float = 1e-6) -> Float[Array, "... d
 
 def rope_tables(
     positions: Int[Array, "*p"], head_dim: int, base: float
-) -> tuple[Float[Array, "*p half"], Float[Array, "*p half"]]:
-    """fp32 cos and sin of the rotary angles for absolute `positions` ([t] or [b, t])."""
+) -> tuple[Float[Array, "*p d"], Float[Array, "*p d"]]:
+    """fp32 rotary tables for absolute `positions` ([t] or [b, t]), already at the full head width:
+    cos as [cos, cos] and sin with the rotation's sign folded in as [sin, -sin] (see apply_rope)."""
     inv_freq = base ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
     angles = positions.astype(jnp.float32)[..., None] * inv_freq
-    return jnp.cos(angles), jnp.sin(angles)
+    cos, sin = jnp.cos(angles), jnp.sin(angles)
+    return jnp.concatenate([cos, cos], axis=-1), jnp.concatenate([sin, -sin], axis=-1)
 
 
-def apply_rope(x: Float[Array, "b t h d"], cos: Float[Array, "*p half"], sin: Float[Array, "*p half"]):
-    """Rotate the two halves of each head (nanochat's convention, by -theta), in fp32."""
-    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
-    cos, sin = cos[..., None, :], sin[..., None, :]  # broadcast over heads
-    return jnp.concatenate([x1 * cos + x2 * sin, x2 * cos - x1 * sin], axis=-1)
+def apply_rope(x: Float[Array, "b t h d"], cos: Float[Array, "*p d"], sin: Float[Array, "*p d"]):
+    """Rotate the two halves of each head (nanochat's convention, by -theta), in fp32:
+
+        [x1, x2] -> [x1 cos + x2 sin, x2 cos - x1 sin] = x * [cos, cos] + [x2, x1] * [sin, -sin]
+
+    Swapping the halves as a flip of a [2, d/2] view, with full-width tables, leaves XLA:CPU one elementwise loop
+    (split + concatenate took 7% of the CPU train step; benchmarks/train_cpu_results.md).
+    """
+    x = x.astype(jnp.float32)
+    swapped = jnp.flip(x.reshape(*x.shape[:-1], 2, x.shape[-1] // 2), axis=-2).reshape(x.shape)
+    return x * cos[..., None, :] + swapped * sin[..., None, :]  # tables broadcast over heads
 
 
 def dense(x: Float[Array, "... i"], w: nnx.Param) -> Float[Array, "... o"]:
@@ -248,7 +256,10 @@ class GPT(LanguageModel):
     def hidden(self, tokens: Int[Array, "b t"]) -> Float[Array, "b t e"]:
         """The final normalised hidden states (compute dtype): what `head` turns into logits."""
         x = self.embed(tokens)
-        cos, sin = self.rope(jnp.arange(tokens.shape[1]))
+        # Computed now, as constants of the compiled step: traced, XLA fused cos/sin into every RoPE loop and
+        # recomputed them per element of q and k (3x the RoPE time of the CPU train step).
+        with jax.ensure_compile_time_eval():
+            cos, sin = self.rope(jnp.arange(tokens.shape[1]))
 
         def step(block: Block, x: Array) -> Array:
             return S.constrain(block(x, cos, sin), (S.BATCH, S.SEQ, S.EMBED))
