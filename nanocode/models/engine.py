@@ -21,10 +21,11 @@ the end of the cache are dropped. The number of compilations is therefore bounde
 
 Decoding runs `decode_chunk` steps per call, in one jitted while loop (sampling and per-row stops included), and
 the host then yields that block's tokens one at a time. One call and one device-to-host sync per token cost about
-0.75 ms on this CPU, more than half of a d3 decode step; per chunk they are paid once. The loop ends early once every
-row has stopped (a stop id, its max_new_tokens, a full cache), so it never decodes past a row's limit; a row the
-caller ends mid-chunk (generator.send) was decoded ahead for nothing, and its cache length is set back to what
-was yielded (positions beyond a row's length are invisible and get overwritten).
+0.3 ms on this CPU, about as much as the rest of a d3 decode step; per chunk they are paid once (d3 batch 1:
+~1,700 tok/s at one step per call, 2,600-4,100 at 16; d6 +15-20%; benchmarks/decode_cpu_results.md). The loop ends
+early once every row has stopped (a stop id, its max_new_tokens, a full cache), so it never decodes past a row's
+limit; a row the caller ends mid-chunk (generator.send) was decoded ahead for nothing, and its cache length is set
+back to what was yielded (positions beyond a row's length are invisible and get overwritten).
 
 The forward pass reuses the model's own modules (embedding, each block's q/k/v projections, RoPE, QK-norm, MLP,
 head) and mirrors `Block.__call__`; a research fork that overrides `Block.__call__` itself must also give the engine
@@ -36,7 +37,8 @@ the layout above, since a decode step compiles quickly anyway. Attention over th
 Weights are cast once to the engine's compute dtype: the model casts its fp32 masters at every use anyway, so the
 results are identical, and decode, which is bound by reading the weights, reads half the bytes in bf16. On CPU the
 engine computes in fp32 by default, even for a bf16 model: XLA CPU has no fast bf16 matrix-vector product, it
-converts every bf16 weight to fp32 at every step (d6 batch-1 decode: ~90 ms per token in bf16, ~6 ms in fp32).
+converts every bf16 weight to fp32 in every call (d6 batch-1 decode: 25 tok/s in bf16 at one step per call, 127 at
+16 steps per call, as the loop converts once per call; 239 tok/s in fp32).
 Pass compute_dtype='bfloat16' for the model's bf16 numerics.
 
     engine = Engine(model, max_len=1024)
