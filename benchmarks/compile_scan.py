@@ -23,15 +23,11 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
-from flax import nnx
+from common import cpu_name, one_device_train_step
 
-from nanocode.core import mesh as mesh_lib
-from nanocode.models.gpt import GPT, GPTConfig
+from nanocode.models.gpt import GPTConfig
 from nanocode.optim.muon import MuonAdamW
 from nanocode.train.runtime import use_memory_ordered_cpu_scheduler
-from nanocode.train.state import init_train_state
-from nanocode.train.step import make_train_step
 
 BENCH = dict(sequence_len=64, vocab_size=8192, n_head=2, n_kv_head=2, n_embd=128)
 BATCH = 8
@@ -40,22 +36,7 @@ BATCH = 8
 def build(n_layer: int, scan_layers: bool, remat: str | None):
     """(jitted step, initial state, batch) on a one-device mesh."""
     config = GPTConfig(**BENCH, n_layer=n_layer, scan_layers=scan_layers)
-    factory = mesh_lib.AxesMesh(shape=(1, 1, 1))
-    mesh, rules = factory.make(jax.devices()[:1]), factory.rules
-    with mesh_lib.activate(mesh, rules):
-        params = nnx.state(nnx.eval_shape(lambda: GPT(config, rngs=nnx.Rngs(0))), nnx.Param)
-        tx = MuonAdamW().build(params, 1000)
-        init = init_train_state(GPT, config, tx, seed=0, mesh=mesh, rules=rules)
-        step = make_train_step(
-            init.graphdef,
-            tx,
-            state_shardings=init.shardings,
-            batch_sharding=mesh_lib.batch_sharding(mesh, rules),
-            remat=remat,
-        )
-    tokens = np.random.default_rng(0).integers(0, config.vocab_size, (BATCH, config.sequence_len + 1), np.int32)
-    batch = {"tokens": jax.device_put(tokens, mesh_lib.batch_sharding(mesh, rules))}
-    return step, init.state, batch
+    return one_device_train_step(config, MuonAdamW(), BATCH, remat=remat)
 
 
 def measure(n_layer: int, scan_layers: bool, remat: str | None, steps: int) -> dict:
@@ -77,16 +58,6 @@ def measure(n_layer: int, scan_layers: bool, remat: str | None, steps: int) -> d
         "step": statistics.median(times[1:] or times),
         "temp": compiled.memory_analysis().temp_size_in_bytes,
     }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> int:

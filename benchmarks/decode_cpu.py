@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
+from common import cpu_name
 from flax import nnx
 
 from nanocode.models.engine import Engine
@@ -80,16 +80,6 @@ def time_generation(engine: Engine, batch: int, prompt_len: int, new_tokens: int
 
 def load_average() -> float:
     return os.getloadavg()[0]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

@@ -25,17 +25,14 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+from common import cpu_name, one_device_train_step
 from flax import nnx
 
-from nanocode.core import mesh as mesh_lib
 from nanocode.models.gpt import GPT, GPTConfig
 from nanocode.optim.adamw import AdamW
 from nanocode.train import mfu
 from nanocode.train.loss import loss_sums, split_rows, token_nll
 from nanocode.train.runtime import use_memory_ordered_cpu_scheduler
-from nanocode.train.state import init_train_state
-from nanocode.train.step import make_train_step
 
 BENCH = dict(sequence_len=256, vocab_size=8192, n_layer=4, n_head=4, n_kv_head=4, n_embd=256)
 BATCH = 16
@@ -50,23 +47,9 @@ def plain_loss_sums(model, tokens, mask=None):
 
 def build(dtype: str, loss_fn=loss_sums):
     config = GPTConfig(**BENCH, compute_dtype=dtype)
-    factory = mesh_lib.AxesMesh(shape=(1, 1, 1))
-    mesh, rules = factory.make(jax.devices()[:1]), factory.rules
-    with mesh_lib.activate(mesh, rules):
-        params = nnx.state(nnx.eval_shape(lambda: GPT(config, rngs=nnx.Rngs(0))), nnx.Param)
-        tx = AdamW().build(params, 1000)
-        init = init_train_state(GPT, config, tx, seed=0, mesh=mesh, rules=rules)
-        step = make_train_step(
-            init.graphdef,
-            tx,
-            state_shardings=init.shardings,
-            batch_sharding=mesh_lib.batch_sharding(mesh, rules),
-            loss_fn=loss_fn,
-        )
-    tokens = np.random.default_rng(0).integers(0, config.vocab_size, (BATCH, config.sequence_len + 1), np.int32)
-    batch = {"tokens": jax.device_put(tokens, mesh_lib.batch_sharding(mesh, rules))}
+    step, state, batch = one_device_train_step(config, AdamW(), BATCH, loss_fn=loss_fn)
     flops = GPT(config, rngs=nnx.Rngs(0)).flops_per_token()
-    return {"step": step, "state": init.state, "batch": batch, "flops": flops, "config": config}
+    return {"step": step, "state": state, "batch": batch, "flops": flops, "config": config}
 
 
 def time_steps(bench: dict, steps: int, warmup: int) -> float:
@@ -85,15 +68,7 @@ def time_steps(bench: dict, steps: int, warmup: int) -> float:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, jax {jax.__version__}, Python {platform.python_version()}"
+    return f"{cpu_name()}, {os.cpu_count()} logical CPUs, jax {jax.__version__}, Python {platform.python_version()}"
 
 
 def main() -> int:

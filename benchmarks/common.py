@@ -1,0 +1,47 @@
+"""Shared by the benchmark scripts: the CPU's name, and nanocode's real train step built on a one-device mesh."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from nanocode.core import mesh as mesh_lib
+from nanocode.models.gpt import GPT, GPTConfig
+from nanocode.train.state import init_train_state
+from nanocode.train.step import make_train_step
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def one_device_train_step(config: GPTConfig, optimizer: Any, rows: int, **step_kw: Any) -> tuple[Any, Any, dict]:
+    """(jitted train step, initial state, a random batch of `rows` rows) for `config` on a (1, 1, 1) mesh;
+    `optimizer` is an OptimizerFactory, `step_kw` goes to make_train_step (loss_fn, remat)."""
+    factory = mesh_lib.AxesMesh(shape=(1, 1, 1))
+    mesh, rules = factory.make(jax.devices()[:1]), factory.rules
+    with mesh_lib.activate(mesh, rules):
+        params = nnx.state(nnx.eval_shape(lambda: GPT(config, rngs=nnx.Rngs(0))), nnx.Param)
+        tx = optimizer.build(params, 1000)
+        init = init_train_state(GPT, config, tx, seed=0, mesh=mesh, rules=rules)
+        step = make_train_step(
+            init.graphdef,
+            tx,
+            state_shardings=init.shardings,
+            batch_sharding=mesh_lib.batch_sharding(mesh, rules),
+            **step_kw,
+        )
+    tokens = np.random.default_rng(0).integers(0, config.vocab_size, (rows, config.sequence_len + 1), np.int32)
+    batch = {"tokens": jax.device_put(tokens, mesh_lib.batch_sharding(mesh, rules))}
+    return step, init.state, batch
