@@ -13,14 +13,14 @@ from nanocode.models.sampling import GREEDY, SamplingParams
 TINY = GPTConfig(sequence_len=128, vocab_size=523, n_layer=2, n_head=4, n_kv_head=2, n_embd=32)
 
 
-def tiny_model(config: GPTConfig = TINY, seed: int = 0) -> GPT:
+def tiny_model(config: GPTConfig = TINY, seed: int = 0, scale: float = 0.5) -> GPT:
     """A random GPT whose every weight is non-zero (the zero-initialised projections would make each block the
     identity, and then the cache would not matter), scaled so the logits are far from ties."""
     model = GPT(config, rngs=nnx.Rngs(seed))
     params = jax.tree.leaves(nnx.state(model, nnx.Param), is_leaf=lambda x: isinstance(x, nnx.Variable))
     keys = iter(jax.random.split(jax.random.key(seed + 1), len(params)))
     for p in params:
-        p[...] = 0.5 * jax.random.normal(next(keys), p.shape)
+        p[...] = scale * jax.random.normal(next(keys), p.shape)
     return model
 
 

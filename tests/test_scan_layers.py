@@ -24,6 +24,7 @@ from nanocode.optim.muon import MuonAdamW
 from nanocode.train.loss import loss_sums
 from nanocode.train.state import TrainState, init_train_state
 from nanocode.train.step import REMAT_POLICIES, accumulate, make_train_step
+from tests.test_engine import tiny_model
 
 TINY = GPTConfig(sequence_len=16, vocab_size=128, n_layer=3, n_head=4, n_kv_head=2, n_embd=32)
 SCANNED = dataclasses.replace(TINY, scan_layers=True)
@@ -31,12 +32,7 @@ SCANNED = dataclasses.replace(TINY, scan_layers=True)
 
 def random_model(config: GPTConfig = TINY, seed: int = 0) -> GPT:
     """Every weight random (the zero-initialised projections would make each block the identity)."""
-    model = GPT(config, rngs=nnx.Rngs(seed))
-    params = jax.tree.leaves(nnx.state(model, nnx.Param), is_leaf=lambda x: isinstance(x, nnx.Variable))
-    keys = iter(jax.random.split(jax.random.key(seed + 1), len(params)))
-    for p in params:
-        p[...] = 0.3 * jax.random.normal(next(keys), p.shape)
-    return model
+    return tiny_model(config, seed, scale=0.3)
 
 
 def batch(rows: int = 4, seed: int = 0, config: GPTConfig = TINY) -> np.ndarray:
