@@ -3,6 +3,7 @@
 import dataclasses
 import math
 
+import chex
 import flax.linen as nn
 import gin
 import jax
@@ -16,7 +17,7 @@ from nanocode.core import config as gin_config
 from nanocode.core import sharding
 from nanocode.core.errors import ConfigError
 from nanocode.models import counting
-from nanocode.models.gpt import CONFIGS, GPT, GPTConfig, rms_norm
+from nanocode.models.gpt import CONFIGS, GPT, GPTConfig, matmul, rms_norm, weight_gradient
 
 TINY = GPTConfig(sequence_len=16, vocab_size=128, n_layer=2, n_head=4, n_kv_head=4, n_embd=32)
 
@@ -209,3 +210,26 @@ def test_sharded_model_matches_single_device():
         logits = jax.jit(lambda s, t: nnx.merge(graphdef, s)(t))(state, x)
         assert logits.sharding.spec == PartitionSpec(("data", "fsdp"), None, "tensor")
     np.testing.assert_allclose(logits, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("lead", [(3, 5), (6,), (7,)])
+def test_matmul_gradients_match_autodiff(dtype, lead):
+    """The dense layers' hand-written backward pass gives autodiff's gradients (fp32 to the fp32 master weight)."""
+    kx, kw, kg = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, (*lead, 8), jnp.float32).astype(dtype)
+    w = jax.random.normal(kw, (8, 12), jnp.float32)
+    g = jax.random.normal(kg, (*lead, 12), jnp.float32).astype(dtype)
+
+    def reference(x, w):  # autodiff through the cast, the fp32-accumulated einsum and the cast back
+        y = jnp.einsum("...i,io->...o", x.astype(jnp.float32), w, preferred_element_type=jnp.float32)
+        return y.astype(x.dtype)
+
+    y, pullback = jax.vjp(matmul, x, w)
+    y_ref, pullback_ref = jax.vjp(reference, x, w)
+    (dx, dw), (dx_ref, dw_ref) = pullback(g), pullback_ref(g)
+    assert y.dtype == dx.dtype == jnp.dtype(dtype) and dw.dtype == jnp.float32
+    tol = 1e-5 if dtype == "float32" else 3e-2
+    chex.assert_trees_all_close((y, dx, dw), (y_ref, dx_ref, dw_ref), atol=tol * 8, rtol=tol)
+    flat_x, flat_g = x.reshape(-1, 8).astype(jnp.float32), g.reshape(-1, 12).astype(jnp.float32)
+    chex.assert_trees_all_close(weight_gradient(x, g), flat_x.T @ flat_g, atol=tol * 8, rtol=tol)

@@ -114,7 +114,7 @@ def saved_residuals(model: GPT, remat: str | None, capsys) -> list[tuple[int, ..
     print_saved_residuals(loss, params)
     shapes = []
     for line in capsys.readouterr().out.splitlines():
-        if " output of " in line:
+        if " output of " in line or " named " in line:
             dims = line.split()[0].split("[", 1)[1].split("]")[0]
             shapes.append(tuple(int(d) for d in dims.split(",") if d))
     return shapes

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from nanocode.core import sharding
-from nanocode.models.gpt import GPT
+from nanocode.models.gpt import GPT, weight_gradient
 
 # A chunk holds at most this many bytes of fp32 logits per device; the rows of a micro-batch are split into as few
 # chunks as that allows. Small enough to stay in a CPU's last-level cache (+5% over one 128 MiB chunk in
@@ -135,7 +135,7 @@ def _head_fwd(h, w, targets, valid, softcap, chunks):
             dz = dz * (1.0 - t * t)  # d(softcap * tanh(z / softcap)) / dz
         dz = dz.astype(h.dtype)
         dh = jnp.einsum("nv,ev->ne", dz, w_c, preferred_element_type=jnp.float32).astype(h.dtype)
-        return dw + jnp.einsum("ne,nv->ev", hc, dz, preferred_element_type=jnp.float32), (loss, dh)
+        return dw + weight_gradient(hc, dz), (loss, dh)
 
     xs = (_chunked(h, chunks), _chunked(targets, chunks), _chunked(valid, chunks))
     dw, (losses, dh) = jax.lax.scan(chunk, jnp.zeros(w.shape, jnp.float32), xs)

@@ -20,6 +20,7 @@ import optax
 from flax import nnx
 
 from nanocode.models import scan
+from nanocode.models.gpt import DENSE_OUTPUT
 from nanocode.train.loss import loss_sums
 from nanocode.train.state import TrainState
 
@@ -29,7 +30,14 @@ LossFn = Callable[[nnx.Module, jax.Array, jax.Array | None], tuple[jax.Array, ja
 # Rematerialisation of the forward pass in the backward pass, by name (None: keep every activation).
 # 'dots' keeps only the outputs of weight matmuls (dots without batch dimensions) and recomputes the rest —
 # norms, RoPE, activations and the [t, t] attention scores, which dominate memory at long sequence lengths.
-REMAT_POLICIES = {"dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+# 'dots' keeps every matmul output without batch dimensions (the dense layers, named since their custom VJP
+# hides the dot; the head) and recomputes the rest, attention's [b, h, t, t] scores and probabilities included.
+REMAT_POLICIES = {
+    "dots": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+        jax.checkpoint_policies.save_only_these_names(DENSE_OUTPUT),
+    )
+}
 
 
 def micro_batches(x: jax.Array, n: int) -> jax.Array:
