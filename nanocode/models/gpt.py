@@ -30,6 +30,7 @@ from nanocode.core.interfaces import LanguageModel
 from nanocode.core.kinds import ATTENTION, MODELS
 from nanocode.core.registry import register_config
 from nanocode.models import attention as _attention  # noqa: F401  (registers the built-in attention implementations)
+from nanocode.models import blocked_attention as _blocked  # noqa: F401  (registers the `blocked` one)
 from nanocode.models import scan
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
