@@ -15,7 +15,7 @@ from nanocode.core.errors import ConfigError
 from nanocode.core.kinds import ATTENTION
 from nanocode.models import attention
 from nanocode.models.attention import cudnn_attention, splash_attention, xla_attention
-from nanocode.models.blocked_attention import blocked_attention, block_size
+from nanocode.models.blocked_attention import block_size, blocked_attention
 from nanocode.models.gpt import GPT, GPTConfig
 
 
@@ -154,7 +154,9 @@ def test_blocked_bf16_keeps_the_dtype_and_stays_close():
     q, k, v = (x.astype(jnp.bfloat16) for x in qkv(t=64))
     out = blocked_attention(q, k, v, scale=0.35, block=16)
     assert out.dtype == jnp.bfloat16
-    np.testing.assert_allclose(out.astype(jnp.float32), xla_attention(q, k, v, scale=0.35).astype(jnp.float32), atol=2e-2)
+    np.testing.assert_allclose(
+        out.astype(jnp.float32), xla_attention(q, k, v, scale=0.35).astype(jnp.float32), atol=2e-2
+    )
     dq, dk, dv = jax.grad(sin_loss(functools.partial(blocked_attention, scale=0.35, block=16)), (0, 1, 2))(q, k, v)
     assert dq.dtype == dk.dtype == dv.dtype == jnp.bfloat16
 

@@ -104,7 +104,9 @@ def _attend_bwd(scale, block, residuals, g):
         end = start + block
         qi, gi = q[:, :, :, start:end], g[:, :, :, start:end]
         p = jnp.exp(_scores(qi, k[:, :, :end], scale, start) - lse[:, :, :, start:end, None])
-        dv = dv.at[:, :, :end].add(jnp.einsum("bngqk,bngqd->bnkd", p.astype(g.dtype), gi, preferred_element_type=jnp.float32))
+        dv = dv.at[:, :, :end].add(
+            jnp.einsum("bngqk,bngqd->bnkd", p.astype(g.dtype), gi, preferred_element_type=jnp.float32)
+        )
         dp = jnp.einsum("bngqd,bnkd->bngqk", gi, v[:, :, :end], preferred_element_type=jnp.float32)
         ds = (p * (dp - delta[:, :, :, start:end, None]) * scale).astype(q.dtype)
         dq_blocks.append(jnp.einsum("bngqk,bnkd->bngqd", ds, k[:, :, :end], preferred_element_type=jnp.float32))
