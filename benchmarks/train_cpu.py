@@ -3,7 +3,9 @@
 The bench model is the one in /work/shared/reference/jax-on-this-machine.md (so numbers compare with the PyTorch
 figures there): depth 4, width 256, 4 heads of 64, sequence 256, vocab 8192, batch 16, AdamW; 34.6 MFLOP/token.
 The step is nanocode's real train step (nanocode.train.step, with the cross-entropy fused into the head) on a
-one-device mesh; `plain` variants swap in the unfused loss (logits -> log-softmax by autodiff) for comparison.
+one-device mesh, with the attention nanocode's CPU experiments select ('blocked'); for comparison, `xla` variants
+use the full-square XLA attention and `plain` variants also swap in the unfused loss (logits -> log-softmax by
+autodiff).
 Each configuration runs `--steps` timed steps after `--warmup` (compilation) steps; variants are interleaved
 A B C D over `--rounds` rounds and the median tokens/s is reported (timing noise here is about +-10%).
 
@@ -45,8 +47,8 @@ def plain_loss_sums(model, tokens, mask=None):
     return jnp.sum(jnp.where(valid, nll, 0.0)), jnp.sum(valid, dtype=jnp.float32)
 
 
-def build(dtype: str, loss_fn=loss_sums):
-    config = GPTConfig(**BENCH, compute_dtype=dtype)
+def build(dtype: str, attention: str = "blocked", loss_fn=loss_sums):
+    config = GPTConfig(**BENCH, compute_dtype=dtype, attention=attention)
     step, state, batch = one_device_train_step(config, AdamW(), BATCH, loss_fn=loss_fn)
     flops = GPT(config, rngs=nnx.Rngs(0)).flops_per_token()
     return {"step": step, "state": state, "batch": batch, "flops": flops, "config": config}
@@ -87,7 +89,8 @@ def main() -> int:
     load = os.getloadavg()[0]
     peaks = {d: mfu.measure_matmul_flops(d, 2048, repeats=10) for d in ("float32", "bfloat16")}
     benches = {d: build(d) for d in ("float32", "bfloat16")}
-    benches |= {f"{d} plain": build(d, plain_loss_sums) for d in ("float32", "bfloat16")}
+    benches |= {f"{d} xla": build(d, "xla") for d in ("float32", "bfloat16")}
+    benches |= {f"{d} xla plain": build(d, "xla", plain_loss_sums) for d in ("float32", "bfloat16")}
     rates: dict[str, list[float]] = {d: [] for d in benches}
     for r in range(args.rounds):
         for d, bench in benches.items():
@@ -102,9 +105,10 @@ def main() -> int:
         tps = statistics.median(rates[name])
         peak = max(peaks[dtype], peaks_after[dtype])
         flops = benches[name]["flops"]
-        loss = "unfused (autodiff)" if "plain" in name else "fused into the head (nanocode)"
+        loss = "unfused (autodiff)" if "plain" in name else "fused into the head"
+        attention = "xla" if "xla" in name else "blocked"
         rows.append(
-            f"| {dtype} | {loss} | {tps:,.0f} | {', '.join(f'{x:,.0f}' for x in rates[name])} | {flops / 1e6:.1f} | "
+            f"| {dtype} | {attention} | {loss} | {tps:,.0f} | {', '.join(f'{x:,.0f}' for x in rates[name])} | {flops / 1e6:.1f} | "
             f"{peak / 1e9:.0f} | {mfu.mfu(flops, tps, peak):.1%} |"
         )
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -120,11 +124,12 @@ def main() -> int:
         f"XLA_FLAGS: `{os.environ.get('XLA_FLAGS', '')}`",
         "",
         "Model: depth 4, width 256, 4 heads of 64, sequence 256, vocab 8192, batch 16, AdamW (nanocode's train step,"
-        " one device). MFU = FLOPs/token x tokens/s / the matmul peak of the same dtype, measured in this run"
+        " one device). MFU = FLOPs/token (nanocode's formula: the full [t, t] attention, whatever an implementation"
+        " skips) x tokens/s / the matmul peak of the same dtype, measured in this run"
         " (2048^3; bf16 = bf16 inputs with float32 accumulation; the higher of before/after the timing).",
         "",
-        "| compute | loss | tokens/s (median) | rounds | MFLOP/token | matmul peak GFLOP/s | MFU |",
-        "|---|---|---|---|---|---|---|",
+        "| compute | attention | loss | tokens/s (median) | rounds | MFLOP/token | matmul peak GFLOP/s | MFU |",
+        "|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         f"Matmul peaks before / after the timing: fp32 {peaks['float32'] / 1e9:.0f} / "
