@@ -9,6 +9,8 @@ decode step attends over a cache holding its past). q_offset is an int or an int
 h must be a multiple of h_kv (grouped-query attention). The output has q's dtype; softmax runs in fp32.
 
 - `xla`: einsums with an explicit mask. Runs everywhere, supports any q_offset: the reference and the decode path.
+- `blocked` (nanocode.models.blocked_attention): query blocks that skip the masked upper triangle, with a
+  hand-written backward; runs everywhere, the CPU's choice (no fused kernel there).
 - `cudnn`: cuDNN flash attention through jax.nn.dot_product_attention (NVIDIA GPU, bf16/fp16, q_offset 0).
 - `splash`: Pallas splash attention (TPU, q_offset 0); its module is imported only when it is used.
 """

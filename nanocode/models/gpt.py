@@ -50,7 +50,7 @@ class GPTConfig:
     softcap: float = 15.0
     rope_base: float = 10000.0
     compute_dtype: str = "float32"  # 'float32' | 'bfloat16'; weights stay fp32 either way
-    attention: str = "xla"  # a name in the `attention` registry: 'xla', 'cudnn', 'splash'
+    attention: str = "xla"  # a name in the `attention` registry: 'xla', 'blocked' (CPU), 'cudnn', 'splash'
     # Run the blocks as one scan over stacked weights (nanocode.models.scan): compile time stops growing with depth.
     # Same arithmetic; another parameter layout (blocks/attn/c_q [n_layer, ...] instead of blocks/<i>/attn/c_q).
     scan_layers: bool = False
