@@ -28,10 +28,9 @@ from nanocode.train.state import TrainState
 LossFn = Callable[[nnx.Module, jax.Array, jax.Array | None], tuple[jax.Array, jax.Array]]
 
 # Rematerialisation of the forward pass in the backward pass, by name (None: keep every activation).
-# 'dots' keeps only the outputs of weight matmuls (dots without batch dimensions) and recomputes the rest —
-# norms, RoPE, activations and the [t, t] attention scores, which dominate memory at long sequence lengths.
-# 'dots' keeps every matmul output without batch dimensions (the dense layers, named since their custom VJP
-# hides the dot; the head) and recomputes the rest, attention's [b, h, t, t] scores and probabilities included.
+# 'dots' keeps only the outputs of weight matmuls (the dense layers, by name since their custom VJP hides the dot;
+# other dots without batch dimensions) and recomputes the rest — norms, RoPE, activations and the [t, t] attention
+# scores, which dominate memory at long sequence lengths.
 REMAT_POLICIES = {
     "dots": jax.checkpoint_policies.save_from_both_policies(
         jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
