@@ -5,7 +5,9 @@ figures there): depth 4, width 256, 4 heads of 64, sequence 256, vocab 8192, bat
 The step is nanocode's real train step (nanocode.train.step, with the cross-entropy fused into the head) on a
 one-device mesh, with the attention nanocode's CPU experiments select ('blocked'); for comparison, `xla` variants
 use the full-square XLA attention and `plain` variants also swap in the unfused loss (logits -> log-softmax by
-autodiff).
+autodiff). The process runs with nanocode's CLI settings (nanocode.train.runtime): XLA:CPU's memory-ordered
+scheduler, and glibc keeping freed memory for reuse (otherwise each step page-faults its ~400 MiB of temporaries
+back in); `--concurrency-scheduler` and `--return-freed-memory` turn them off for comparison.
 Each configuration runs `--steps` timed steps after `--warmup` (compilation) steps; variants are interleaved
 A B C D over `--rounds` rounds and the median tokens/s is reported (timing noise here is about +-10%).
 
@@ -34,7 +36,7 @@ from nanocode.models.gpt import GPT, GPTConfig
 from nanocode.optim.adamw import AdamW
 from nanocode.train import mfu
 from nanocode.train.loss import loss_sums, split_rows, token_nll
-from nanocode.train.runtime import use_memory_ordered_cpu_scheduler
+from nanocode.train.runtime import retain_freed_memory, use_memory_ordered_cpu_scheduler
 
 BENCH = dict(sequence_len=256, vocab_size=8192, n_layer=4, n_head=4, n_kv_head=4, n_embd=256)
 BATCH = 16
@@ -82,10 +84,18 @@ def main() -> int:
     parser.add_argument(
         "--concurrency-scheduler", action="store_true", help="keep XLA:CPU's default scheduler (for comparison)"
     )
+    parser.add_argument(
+        "--return-freed-memory",
+        action="store_true",
+        help="keep glibc's default of unmapping large freed blocks (for comparison: every step page-faults its temporaries)",
+    )
     args = parser.parse_args()
 
+    # As the nanocode CLI does for every command (nanocode.train.runtime.configure_process), before JAX starts.
     if not args.concurrency_scheduler:
-        use_memory_ordered_cpu_scheduler()  # as `nanocode pretrain` does, before JAX starts its backend
+        use_memory_ordered_cpu_scheduler()
+    if not args.return_freed_memory:
+        retain_freed_memory()
     load = os.getloadavg()[0]
     peaks = {d: mfu.measure_matmul_flops(d, 2048, repeats=10) for d in ("float32", "bfloat16")}
     benches = {d: build(d) for d in ("float32", "bfloat16")}
@@ -116,7 +126,8 @@ def main() -> int:
         "# Train step on this CPU: tokens/s and MFU",
         "",
         f"Command: `.venv/bin/python benchmarks/train_cpu.py --rounds {args.rounds} --steps {args.steps}"
-        f"{' --concurrency-scheduler' if args.concurrency_scheduler else ''}`"
+        f"{' --concurrency-scheduler' if args.concurrency_scheduler else ''}"
+        f"{' --return-freed-memory' if args.return_freed_memory else ''}`"
         f" (commit {commit or '?'}; 1-minute load average {load:.2f} before, {load_after:.2f} after)",
         "",
         f"Machine: {machine()}",

@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from nanocode.core.errors import NanocodeError
+from nanocode.train.runtime import configure_process
 
 # command -> (module, one-line help). Order is the order of the pipeline.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(argv or ["--help"])
         return 0
     name, rest = argv[0], argv[1:]
+    configure_process()  # XLA:CPU scheduler and malloc settings: only take effect before JAX starts its backend
     try:
         return run_command(name, rest)
     except NanocodeError as e:
