@@ -26,7 +26,7 @@ from nanocode.data.preference import Pair, PreferenceBatcher
 from nanocode.models.gpt import GPT
 from nanocode.optim.adamw import AdamW
 from nanocode.registry import load_builtins
-from nanocode.train.loop import restore_params
+from nanocode.train.finetune import restore_params
 from nanocode.train.preference_step import (
     PreferenceLoss,
     make_preference_step,

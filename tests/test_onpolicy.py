@@ -7,8 +7,9 @@ import pytest
 
 from nanocode import registry
 from nanocode.agents.onpolicy import onpolicy_pairs
+from nanocode.agents.openai_request import to_nanocode
 from nanocode.agents.served_policy import ServedPolicy, from_openai, to_openai
-from nanocode.agents.server import CompletionServer, to_nanocode
+from nanocode.agents.server import CompletionServer
 from nanocode.align.synth import JsonlStore
 from nanocode.data.conversation import ConversationCodec
 from nanocode.models.engine import Engine

@@ -11,7 +11,8 @@ import openai
 import pytest
 
 from nanocode.agents.chat_session import TurnDecoder, stop_ids
-from nanocode.agents.server import CompletionServer, to_nanocode
+from nanocode.agents.openai_request import to_nanocode
+from nanocode.agents.server import CompletionServer
 from nanocode.data.conversation import ConversationCodec
 from nanocode.models.engine import Engine
 from nanocode.models.sampling import GREEDY

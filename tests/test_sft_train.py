@@ -23,7 +23,7 @@ from nanocode.data.sft import SFTPacker
 from nanocode.models.gpt import GPT, GPTConfig
 from nanocode.optim.adamw import AdamW
 from nanocode.registry import load_builtins
-from nanocode.train.loop import first_system_prompt, has_valid_tool_call, with_system_prompt
+from nanocode.train.finetune import first_system_prompt, has_valid_tool_call, with_system_prompt
 from nanocode.train.sft import tool_prompts
 from nanocode.train.state import init_train_state
 from nanocode.train.step import make_train_step

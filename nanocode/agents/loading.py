@@ -27,7 +27,7 @@ from nanocode.core.interfaces import Tokenizer
 from nanocode.core.kinds import MODELS, TOKENIZERS
 from nanocode.core.registry import register_config
 from nanocode.core.workspace import Workspace
-from nanocode.train.loop import restore_params
+from nanocode.train.finetune import restore_params
 
 STAGES = ("pretrain", "sft", "align")
 # The gin bindings the chat/serve commands add so InferenceModel follows the experiment's model macros.

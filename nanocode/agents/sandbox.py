@@ -6,7 +6,7 @@ a NUL byte) raises `SandboxPathError` with a one-line reason, which the tools ha
 runs on the fully resolved path, so a symlink inside the workspace pointing at `/` is refused like `../../etc/passwd`.
 (Tools run one at a time, so nothing can swap a symlink between the check and the open.)
 
-Commands. `Sandbox.run(command)` runs `bash -c command` with:
+Commands. `Sandbox.run(command)` runs `bash -c command` (watched to its end by nanocode.agents.supervisor) with:
 - cwd = root and a scrubbed environment: a minimal PATH (the running Python's bin dir first, so `python` and
   `pytest` work), HOME = a private temporary directory (removed with the sandbox), TMPDIR inside it, LANG, TERM.
   None of the user's variables (tokens, keys, SSH agent) are passed on; `env=` adds chosen ones explicitly.
@@ -41,27 +41,21 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import select
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from nanocode.agents.supervisor import CommandResult, Supervisor, read_available
 from nanocode.core.errors import ConfigError, NanocodeError
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-TICK_S = 0.02  # how often the supervisor looks at the clock and the process count
-SCAN_EVERY_S = 1.0  # full /proc scans at least this often even when the system thread count looks calm
 LAUNCH_ATTEMPTS = 3  # launches of one command whose launcher died before the command started
 KERNEL_PID_CAP_MIN = 300  # pid_max cannot go below 301 (RESERVED_PIDS + 1)
-# util-linux unshare --fork re-raises its child's fatal signal, but cannot for SIGKILL and says this instead
-UNSHARE_SIGKILL_NOTE = b"unshare: sigprocmask unblock failed: Invalid argument\n"
 
 
 class SandboxPathError(NanocodeError):
@@ -87,18 +81,6 @@ class Isolation:
             ("capabilities dropped", self.capabilities_dropped),
         ]
         return ", ".join(f"{name}: {'yes' if on else 'NO'}" for name, on in flags) + f", {cap}"
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    """A finished command: merged output (bounded), exit code, and why the sandbox stopped it, if it did."""
-
-    output: str
-    exit_code: int | None  # None when the sandbox killed the command
-    stopped: str | None = None  # "timeout" | "output" | "processes" | None
-    truncated: bool = False
-    duration_s: float = 0.0
-    stop_detail: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -248,9 +230,15 @@ class Sandbox:
                 )
                 os.close(started_w)
                 started_w = -1
-                result = _Supervisor(proc, self, timeout_s or self.timeout_s, plan.isolation.pid_namespace).wait()
+                result = Supervisor(
+                    proc,
+                    timeout_s or self.timeout_s,
+                    self.max_output_bytes,
+                    self.max_processes,
+                    plan.isolation.pid_namespace,
+                ).wait()
                 os.set_blocking(started_r, False)
-                started = _read(started_r)
+                started = read_available(started_r)
             finally:
                 os.close(started_r)
                 if started_w >= 0:
@@ -334,155 +322,6 @@ def _candidate_plans(network: bool, readonly: bool) -> list[_Plan]:
     if setpriv:
         plans.append(_Plan((), Isolation(capabilities_dropped=True), False))
     return [*plans, _Plan((), Isolation(), False)]
-
-
-class _Supervisor:
-    """Reads a running command's output and enforces the timeout, output bound and process cap."""
-
-    def __init__(self, proc: subprocess.Popen, sandbox: Sandbox, timeout_s: float, pid_namespace: bool):
-        self.proc = proc
-        self.sandbox = sandbox
-        self.timeout_s = timeout_s
-        self.pid_namespace = pid_namespace
-        self.ns_link: str | None = None  # the command's PID namespace, once unshare has made it
-
-    def wait(self) -> CommandResult:
-        start = time.monotonic()
-        deadline = start + self.timeout_s
-        fd = self.proc.stdout.fileno()
-        os.set_blocking(fd, False)
-        kept, eof = bytearray(), False
-        stopped, detail, truncated = None, "", False
-        threads_seen, last_scan = _system_threads(), 0.0
-        limit = self.sandbox.max_output_bytes
-        while True:
-            now = time.monotonic()
-            if now >= deadline:
-                stopped, detail = "timeout", f"timed out after {self.timeout_s:g} s"
-                break
-            ready, _, _ = select.select([] if eof else [fd], [], [], min(TICK_S, deadline - now))
-            if ready:
-                chunk = _read(fd)
-                eof = chunk == b""  # every writer closed the pipe; the command may still be running
-                room = limit - len(kept)
-                kept += (chunk or b"")[:room]
-                if chunk and len(chunk) > room:
-                    stopped, truncated = "output", True
-                    detail = f"output exceeded {limit} bytes; command stopped"
-                    break
-            if _exited(self.proc.pid):  # done; a background child may still hold the pipe, it dies below
-                break
-            threads = _system_threads()
-            if threads > threads_seen + self.sandbox.max_processes // 2 or now - last_scan >= SCAN_EVERY_S:
-                last_scan = now
-                if len(self._members()) > self.sandbox.max_processes:
-                    stopped = "processes"
-                    detail = f"too many processes (more than {self.sandbox.max_processes}); command stopped"
-                    break
-                threads_seen = max(threads_seen, threads)
-        self._kill_all()  # leftovers never outlive the command, whatever ended it
-        if stopped is None and not eof:
-            kept, truncated = self._drain(kept, limit)
-        self.proc.wait()
-        self.proc.stdout.close()
-        code = None if stopped else _exit_code(self.proc.returncode)
-        if self.pid_namespace and code == 1 and kept.endswith(UNSHARE_SIGKILL_NOTE):
-            del kept[-len(UNSHARE_SIGKILL_NOTE) :]  # the namespace's init was SIGKILLed from outside
-            code = 128 + signal.SIGKILL
-        text = bytes(kept).decode("utf-8", errors="replace")
-        return CommandResult(text, code, stopped, truncated, time.monotonic() - start, detail)
-
-    def _drain(self, kept: bytearray, limit: int) -> tuple[bytearray, bool]:
-        """What the (now dead) command left in the pipe, still within the bound."""
-        fd = self.proc.stdout.fileno()
-        end = time.monotonic() + 1.0
-        while time.monotonic() < end:
-            ready, _, _ = select.select([fd], [], [], 0.05)
-            if not ready:
-                continue
-            chunk = _read(fd)
-            if not chunk:
-                break
-            room = limit - len(kept)
-            kept += chunk[:room]
-            if len(chunk) > room:
-                return kept, True
-        return kept, False
-
-    def _members(self) -> set[int]:
-        """The command's processes: its session (setsid() can leave it) and its PID namespace (nothing can)."""
-        if self.pid_namespace and self.ns_link is None:
-            try:
-                link = os.readlink(f"/proc/{self.proc.pid}/ns/pid_for_children")
-                if link != os.readlink("/proc/self/ns/pid_for_children"):
-                    self.ns_link = link
-            except OSError:
-                pass
-        members = set()
-        for name in os.listdir("/proc"):
-            if not name.isdigit() or int(name) == self.proc.pid:  # unshare itself is ours, not the command's
-                continue
-            try:
-                with open(f"/proc/{name}/stat", "rb") as f:
-                    stat = f.read()
-                state, _, _, session = stat[stat.rindex(b")") + 2 :].split()[:4]
-                if state in (b"Z", b"X"):
-                    continue  # already dead, only waiting to be reaped
-                if int(session) == self.proc.pid or (
-                    self.ns_link is not None and os.readlink(f"/proc/{name}/ns/pid") == self.ns_link
-                ):
-                    members.add(int(name))
-            except (OSError, ValueError, IndexError):
-                continue  # the process ended while we looked
-        return members
-
-    def _kill_all(self) -> None:
-        """SIGKILL the process group, then every member still found, until none is left (bounded)."""
-        end = time.monotonic() + 5.0
-        while True:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            members = self._members()
-            for pid in members:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            if not members or time.monotonic() > end:
-                return
-            time.sleep(0.01)
-
-
-def _read(fd: int) -> bytes | None:
-    try:
-        return os.read(fd, 1 << 16)
-    except BlockingIOError:
-        return None  # select woke us but nothing was there after all
-
-
-def _exited(pid: int) -> bool:
-    """Has the child exited? Checked without reaping it, so its pid (our process group and session id) cannot be
-    reused while we still kill by it."""
-    try:
-        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True
-
-
-def _exit_code(returncode: int) -> int:
-    """The exit code a shell would show: 128 + N for death by signal N (unshare re-raises its child's signal)."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
-def _system_threads() -> int:
-    """All threads on the machine (4th field of /proc/loadavg, 'running/total'): a cheap fork-bomb tripwire."""
-    try:
-        with open("/proc/loadavg", "rb") as f:
-            return int(f.read().split()[3].split(b"/")[1])
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def _user_process_count() -> int:

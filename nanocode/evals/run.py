@@ -11,7 +11,7 @@ Suites (the experiment's `Evaluation.suites`, or `--suite`):
   agentic     held-out repository tasks (agents/eval_suite.py) run by the model (ModelPolicy) through the real
               tools in fresh sandboxes: success, valid tool calls, steps, SOUL violations.
   tool_calls  the share of greedy first replies to held-out agentic requests (nanocode's system prompt + the
-              request) that hold a valid call of a known tool with its required arguments (train/loop.py's test).
+              request) that hold a valid call of a known tool with its required arguments (train/finetune.py's test).
 
 results.json holds, per suite, its status (ok, or error with a one-line reason), its source (suite, stage,
 checkpoint, step, counts) and every number with its definition. Running some suites keeps the others' earlier
@@ -48,7 +48,7 @@ from nanocode.evals import humaneval
 from nanocode.evals.model_io import generate, make_scorer
 from nanocode.models.engine import Engine
 from nanocode.models.sampling import GREEDY, SamplingParams
-from nanocode.train.loop import has_valid_tool_call, tool_schemas
+from nanocode.train.finetune import has_valid_tool_call, tool_schemas
 
 SUITES = ("core", "humaneval", "agentic", "tool_calls")
 HUMANEVAL_REQUEST = "complete this python function:\n\n{prompt}"

@@ -31,7 +31,8 @@ from nanocode.core.workspace import Workspace
 from nanocode.data.preference import Pair, PreferenceBatcher, Unpaired, render_row, to_unpaired
 from nanocode.data.sft import ConversationMixture, SFTPacker
 from nanocode.train.bpb import evaluate_bpb
-from nanocode.train.loop import FinetuneRun, Finetuning, first_system_prompt, restore_params, say, with_system_prompt
+from nanocode.train.finetune import FinetuneRun, Finetuning, first_system_prompt, restore_params, with_system_prompt
+from nanocode.train.loop import say
 from nanocode.train.preference_step import (
     PreferenceLoss,
     ReferenceTable,

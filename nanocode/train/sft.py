@@ -27,16 +27,16 @@ from nanocode.core.workspace import Workspace
 from nanocode.data.conversation import Message
 from nanocode.data.sft import ConversationMixture, SFTPacker
 from nanocode.train.bpb import evaluate_bpb
-from nanocode.train.loop import (
+from nanocode.train.finetune import (
     FinetuneRun,
     Finetuning,
     first_system_prompt,
     greedy_replies,
     has_valid_tool_call,
-    say,
     tool_schemas,
     with_system_prompt,
 )
+from nanocode.train.loop import say
 
 STAGE = "sft"
 

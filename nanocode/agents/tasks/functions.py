@@ -1,9 +1,9 @@
-"""Function families: small helpers over records, with their tests, and the bugs a task can plant in them.
+"""Function families: small helpers over records, with their tests.
 
 A `Family` is a template for one function over a `Domain` (`total_$num($ents)` becomes `total_quantity(items)`):
 its source, docstring, test cases (the expected values are computed here in Python, so tests are right by
-construction), hidden cases, names it may be renamed to, and a line for the report module. A `Bug` rewrites one
-snippet of a family's source and says in words what goes wrong and how to fix it.
+construction), hidden cases, names it may be renamed to, and a line for the report module. The bugs a task can
+plant in them are in nanocode.agents.tasks.bugs.
 
 Families are split in two disjoint sets: TRAIN_FAMILIES appear only in training repositories and EVAL_FAMILIES only
 in held-out eval repositories (as targets and as distractors), so the eval asks for code the model never saw.
@@ -89,17 +89,6 @@ class Family:
 
     def stub(self, d: Domain) -> str:
         return f"{self.signature(d)}\n{self.docstring(d)}\n    raise NotImplementedError\n"
-
-
-@dataclass(frozen=True)
-class Bug:
-    key: str
-    family: str
-    old: str  # snippet of the correct source (template)
-    new: str  # what the bug turns it into
-    problem: str  # what is wrong, for the agent's prose
-    fix: str  # what the agent will do about it
-    symptom: str  # how a user might describe it
 
 
 def _records_var(d: Domain, records: list[Record]) -> str:
@@ -572,111 +561,3 @@ TRAIN_FAMILIES: dict[str, Family] = {
     f.key: f for f in (TOTAL, COUNT_OVER, FIND, LARGEST, SHARE, CLEAN, AVERAGE, PAGINATE)
 }
 EVAL_FAMILIES: dict[str, Family] = {f.key: f for f in (IS_VALID, SORTED, MEDIAN, TOP, COUNT_BY, RUNNING)}
-
-TRAIN_BUGS: dict[str, Bug] = {
-    b.key: b
-    for b in (
-        Bug(
-            key="skip_first",
-            family="total",
-            old="for $ent in $ents:",
-            new="for $ent in $ents[1:]:",
-            problem="the loop walks `$ents[1:]`, so the first $ent is never counted",
-            fix="loop over the whole list",
-            symptom="the total comes out too low, like one $ent is missing",
-        ),
-        Bug(
-            key="or_equal",
-            family="count_over",
-            old='if $ent["$num"] > limit:',
-            new='if $ent["$num"] >= limit:',
-            problem="it compares with `>=`, so $a_ent sitting exactly at the limit is counted too",
-            fix="make the comparison strict",
-            symptom="it counts one $ent too many when $a_ent's $num equals the limit",
-        ),
-        Bug(
-            key="early_return",
-            family="find",
-            old="            return $ent\n    return None",
-            new="            return $ent\n        return None",
-            problem="`return None` is indented into the loop, so only the first $ent is ever checked",
-            fix="move `return None` out of the loop",
-            symptom="it returns `None` for $ents that are definitely in the list",
-        ),
-        Bug(
-            key="flipped_comparison",
-            family="largest",
-            old='$ent["$num"] > best["$num"]',
-            new='$ent["$num"] < best["$num"]',
-            problem="the comparison is `<`, so it keeps the $ent with the lowest $num",
-            fix="flip it to `>`",
-            symptom="it returns the smallest $ent instead of the largest",
-        ),
-        Bug(
-            key="floor_division",
-            family="share",
-            old='100 * $ent["$num"] / total',
-            new='100 * $ent["$num"] // total',
-            problem="it uses floor division `//`, so the percentage loses its decimals before rounding",
-            fix="use true division",
-            symptom="the percentages are always whole numbers",
-        ),
-        Bug(
-            key="missing_strip",
-            family="clean",
-            old="return text.strip().lower()",
-            new="return text.lower()",
-            problem="it lowercases but never strips, so surrounding whitespace survives",
-            fix="add the `.strip()`",
-            symptom="values with spaces around them don't match",
-        ),
-    )
-}
-EVAL_BUGS: dict[str, Bug] = {
-    b.key: b
-    for b in (
-        Bug(
-            key="exclusive_bound",
-            family="is_valid",
-            old="MIN_$NUM <= value <= MAX_$NUM",
-            new="MIN_$NUM <= value < MAX_$NUM",
-            problem="the upper bound uses `<`, so MAX_$NUM itself is rejected",
-            fix="make it `<=` like the docstring says",
-            symptom="the maximum $num is rejected even though it should be allowed",
-        ),
-        Bug(
-            key="reversed_sort",
-            family="sorted",
-            old='sorted($ent["$label"] for $ent in $ents)',
-            new='sorted(($ent["$label"] for $ent in $ents), reverse=True)',
-            problem="it sorts with `reverse=True`, so the order is backwards",
-            fix="drop the `reverse=True`",
-            symptom="the list comes out in reverse alphabetical order",
-        ),
-        Bug(
-            key="missing_empty_guard",
-            family="median",
-            old='    values = sorted($ent["$num"] for $ent in $ents)\n    if not values:\n        return None\n',
-            new='    values = sorted($ent["$num"] for $ent in $ents)\n',
-            problem="nothing handles an empty list, so `values[middle]` raises IndexError",
-            fix="return `None` early for no values",
-            symptom="it crashes with an IndexError when there are no $ents",
-        ),
-        Bug(
-            key="append_value",
-            family="running",
-            old="running.append(total)",
-            new='running.append($ent["$num"])',
-            problem="it appends each $ent's own $num instead of the running total",
-            fix="append `total`",
-            symptom="the running totals are just the individual values",
-        ),
-    )
-}
-
-
-def buggy_source(family: Family, bug: Bug, d: Domain) -> str:
-    src, old, new = family.source(d), subst(bug.old, d), subst(bug.new, d)
-    if src.count(old) != 1:
-        raise AssertionError(f"bug {bug.key}: snippet occurs {src.count(old)} times in {family.key}")
-    return src.replace(old, new)
