@@ -1,4 +1,5 @@
-"""Shared test set-up: 8 simulated CPU devices, a persistent compilation cache, and an isolated workspace."""
+"""Shared test set-up: 8 simulated CPU devices, a persistent compilation cache, freed memory kept for reuse, and an
+isolated workspace."""
 
 import os
 
@@ -9,6 +10,11 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pytest  # noqa: E402
+
+from nanocode.train.runtime import retain_freed_memory  # noqa: E402
+
+# As the CLI does, before JAX starts its threads: XLA:CPU's per-step temporaries are reused, not faulted back in.
+retain_freed_memory()
 
 
 @pytest.fixture(autouse=True)
