@@ -22,8 +22,9 @@ from collections import Counter
 from pathlib import Path
 
 from nanocode.data.embedded import EmbeddedCode, EmbeddedProse
-from nanocode.data.loader import PackedLoader, PackedStream
+from nanocode.data.loader import PackedLoader
 from nanocode.data.mixture import WebCodeMixture
+from nanocode.data.packed_stream import PackedStream
 from nanocode.data.tokenizer import BPETokenizer
 from nanocode.data.tokenizer_training import sample_documents
 

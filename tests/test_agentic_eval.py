@@ -8,7 +8,8 @@ from nanocode.agents.eval_suite import AgenticEval, AgenticResult, TaskOutcome
 from nanocode.agents.policy import ReadOnlyPolicy
 from nanocode.agents.tasks import EVAL_TEMPLATES, TRAIN_TEMPLATES, RepoTasks
 from nanocode.agents.tasks.bugs import EVAL_BUGS, TRAIN_BUGS
-from nanocode.agents.tasks.functions import EVAL_FAMILIES, TRAIN_FAMILIES
+from nanocode.agents.tasks.functions import TRAIN_FAMILIES
+from nanocode.agents.tasks.heldout_functions import EVAL_FAMILIES
 from nanocode.agents.tasks.vocab import DOMAINS
 from nanocode.core.kinds import EVAL_SUITES
 

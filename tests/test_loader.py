@@ -15,8 +15,9 @@ import pytest
 
 from nanocode.core.errors import DataError
 from nanocode.data import parquet
-from nanocode.data.loader import PackedLoader, PackedStream, validation_loaders
+from nanocode.data.loader import PackedLoader, validation_loaders
 from nanocode.data.mixture import WebCodeMixture, WeightedMixture
+from nanocode.data.packed_stream import PackedStream
 from nanocode.data.sources import ParquetSource
 from tests.helpers import small_tokenizer
 

@@ -12,8 +12,9 @@ import nanocode.registry as registry
 from nanocode.core import config
 from nanocode.core.errors import ConfigError
 from nanocode.data import parquet
-from nanocode.data.loader import PackedLoader, PackedStream
+from nanocode.data.loader import PackedLoader
 from nanocode.data.mixture import WebCodeMixture, WeightedMixture
+from nanocode.data.packed_stream import PackedStream
 from nanocode.data.sources import ParquetSource
 from tests.helpers import small_tokenizer
 

@@ -7,7 +7,8 @@
    accelerator's with it. The flag is read once, when the backend starts; other backends ignore it.
 2. XLA:CPU takes each step's temporaries (~400 MiB for the CPU benchmark's step) from malloc and frees them at the
    end of the step. glibc serves a block that large with a fresh mmap and unmaps it on free, so every step
-   page-faults all of it back in (~108,000 faults and ~0.2 s of kernel time per step there): 10-25% of the step.
+   page-faults all of it back in (~108,000 faults and ~0.2 s of kernel time per step there): 9-28% of the step's time
+   (fp32 and bf16 runs of benchmarks/train_cpu.py with and without this).
    `retain_freed_memory` makes glibc keep freed memory for reuse instead, as PyTorch's caching allocator and
    jemalloc do: the process's resident memory stays at its peak rather than falling between steps.
 """
@@ -47,6 +48,6 @@ def retain_freed_memory() -> bool:
     """
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     settings = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1))
     return all(libc.mallopt(param, value) == 1 for param, value in settings)

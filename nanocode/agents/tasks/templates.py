@@ -22,7 +22,8 @@ from typing import Any
 from nanocode.agents.tasks import prose
 from nanocode.agents.tasks.base import AnswerCheck, Check, CommandCheck, Script
 from nanocode.agents.tasks.bugs import EVAL_BUGS, TRAIN_BUGS, Bug, buggy_source
-from nanocode.agents.tasks.functions import EVAL_FAMILIES, TRAIN_FAMILIES, Family, subst
+from nanocode.agents.tasks.functions import TRAIN_FAMILIES, Family, subst
+from nanocode.agents.tasks.heldout_functions import EVAL_FAMILIES
 from nanocode.agents.tasks.prose import pick
 from nanocode.agents.tasks.repo import Repo, build_repo, statement
 from nanocode.agents.tasks.script import ScriptBuilder
