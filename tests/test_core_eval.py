@@ -1,5 +1,6 @@
 import json
 import math
+import re
 import zipfile
 from collections import Counter
 
@@ -18,19 +19,24 @@ from nanocode.evals.core import (
     render_prompts,
 )
 
+# DCLM's layout: each item a bare `-` with its keys below; `has_categories` is one of the keys we ignore.
 CORE_YAML = """icl_tasks:
-- label: mc_task
+-
+  label: mc_task
   dataset_uri: mc.jsonl
   num_fewshot: [1]
   icl_task_type: multiple_choice
-- label: schema_task
+  has_categories: true
+-
+  label: schema_task
   dataset_uri: schema.jsonl
   num_fewshot: [0]
   icl_task_type: schema
-  continuation_delimiter: ' '
-- label: lm_task
+  continuation_delimiter: " "
+-
+  label: lm_task
   dataset_uri: lm.jsonl
-  num_fewshot: [0]
+  num_fewshot: 0
   icl_task_type: language_modeling
 """
 META = "Eval Task,Random baseline\nmc_task,25.0\nschema_task,50.0\nlm_task,0.0\n"
@@ -45,12 +51,82 @@ def test_centering_and_averaging_match_hand_computation():
     assert core == pytest.approx((0.25 + 0.2 + 0.1) / 3)
 
 
-def test_core_yaml_reader():
-    tasks = parse_core_yaml(CORE_YAML)
-    assert tasks[0] == Task("mc_task", "multiple_choice", "mc.jsonl", 1, " ")
-    assert tasks[2].task_type == "language_modeling"
-    with pytest.raises(DataError, match="core.yaml:2"):
-        parse_core_yaml("icl_tasks:\n- label x\n")
+DCLM_YAML = r"""# a trimmed copy of DCLM's core.yaml
+icl_tasks:
+-
+  label: hellaswag_zeroshot
+  dataset_uri: language_understanding/hellaswag.jsonl
+  num_fewshot: [0]
+  icl_task_type: multiple_choice
+-
+  label: jeopardy
+  dataset_uri: world_knowledge/jeopardy_all.jsonl
+  num_fewshot: [10]
+  icl_task_type: language_modeling
+  continuation_delimiter: "\nAnswer: "
+  has_categories: true
+-
+  label: bigbench_cs_algorithms
+  dataset_uri: symbolic_problem_solving/bigbench_cs_algorithms.jsonl
+  num_fewshot: 10  # an int as well as a list
+  icl_task_type: language_modeling
+-
+  label: lang_c#
+  dataset_uri: code/c#.jsonl
+  num_fewshot: [3, 5]
+  icl_task_type: schema
+-
+  label: "lang #2"
+  dataset_uri: 'code/#2.jsonl'
+  icl_task_type: schema
+  continuation_delimiter: ' '
+"""
+
+
+def test_core_yaml_reads_dclm_layout():
+    assert parse_core_yaml(DCLM_YAML) == [
+        Task("hellaswag_zeroshot", "multiple_choice", "language_understanding/hellaswag.jsonl", 0, " "),
+        Task("jeopardy", "language_modeling", "world_knowledge/jeopardy_all.jsonl", 10, "\nAnswer: "),
+        Task(
+            "bigbench_cs_algorithms", "language_modeling", "symbolic_problem_solving/bigbench_cs_algorithms.jsonl", 10
+        ),
+        Task("lang_c#", "schema", "code/c#.jsonl", 3),  # `#` after a non-space is text; of [3, 5] the first
+        Task("lang #2", "schema", "code/#2.jsonl", 0),  # quoted, `#` may follow a space; num_fewshot defaults to 0
+    ]
+    assert [t.label for t in parse_core_yaml(CORE_YAML)] == ["mc_task", "schema_task", "lm_task"]
+
+
+TASK = "icl_tasks:\n-\n  label: t\n  dataset_uri: t.jsonl\n  icl_task_type: schema\n"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("icl_tasks:\n-\n  label: t\n    dataset_uri: t.jsonl\n", r"core.yaml:4:16: not valid YAML: mapping values"),
+        ("icl_tasks:\n- label: t\n  num_fewshot: [1\n", r"core.yaml:4:1: not valid YAML"),
+        ("", "core.yaml: no icl_tasks list"),
+        ("tasks:\n- label: t\n", "core.yaml: no icl_tasks list"),
+        ("icl_tasks: []\n", "core.yaml: no icl_tasks list"),
+        ("icl_tasks:\n- just a string\n", r"core.yaml: icl_tasks\[0\] is not a mapping"),
+        ("icl_tasks:\n-\n  label: t\n  icl_task_type: schema\n", r"core.yaml: icl_tasks\[0\] 't': no dataset_uri"),
+        ("icl_tasks:\n-\n  dataset_uri: t.jsonl\n  icl_task_type: schema\n", r"icl_tasks\[0\]: no label"),
+        (
+            "icl_tasks:\n-\n  label: yes\n  dataset_uri: t\n  icl_task_type: schema\n",
+            r"icl_tasks\[0\]: label True is not a string",
+        ),
+        (TASK.replace("schema", "generation"), "unknown icl_task_type 'generation'"),
+        (TASK + "  num_fewshot: []\n", r"num_fewshot \[\] is not a count"),
+        (TASK + "  num_fewshot: [ten]\n", r"num_fewshot \['ten'\] is not a count"),
+        (TASK + "  num_fewshot: -1\n", "num_fewshot -1 is not a count"),
+        (TASK + "  num_fewshot: true\n", "num_fewshot True is not a count"),
+        (TASK + "  continuation_delimiter: 1\n", "continuation_delimiter 1 is not a string"),
+    ],
+)
+def test_core_yaml_errors_name_the_file_in_one_line(tmp_path, text, message):
+    where = str(tmp_path / "core.yaml")
+    with pytest.raises(DataError, match=message) as e:
+        parse_core_yaml(text, where)
+    assert str(e.value).startswith(where) and "\n" not in str(e.value)
 
 
 def test_prompt_rendering_and_spans():
@@ -108,6 +184,13 @@ def test_evaluate_on_a_miniature_bundle(bundle):
     assert result["accuracy"] == {"mc_task": 1.0, "schema_task": 1.0, "lm_task": 0.5}
     # centered by hand: mc (1 - .25)/.75 = 1, schema (1 - .5)/.5 = 1, lm 0.5
     assert result["core"] == pytest.approx((1.0 + 1.0 + 0.5) / 3)
+
+
+def test_evaluate_names_the_bundle_core_yaml(bundle):
+    (bundle / "core.yaml").write_text(CORE_YAML.replace("  icl_task_type: schema", "    icl_task_type: schema"))
+    with pytest.raises(DataError, match=re.escape(f"{bundle / 'core.yaml'}:12:5: not valid YAML")) as e:
+        evaluate(bundle, list, 0, lambda seqs: [])
+    assert "\n" not in str(e.value)
 
 
 def test_bundle_download_from_local_server(bundle, tmp_path):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from nanocode.core.errors import DataError
 from nanocode.core.io import atomic_dir
@@ -45,36 +46,43 @@ class Task:
 
 
 # ------------------------------------------------------------------------------------------------ the bundle
+TASK_TYPES = ("multiple_choice", "schema", "language_modeling")
+
+
 def parse_core_yaml(text: str, where: str = "core.yaml") -> list[Task]:
-    """The `icl_tasks` list of core.yaml. A tiny reader for its fixed shape (a list of flat mappings), so we need
-    no YAML dependency; anything it does not understand is an error naming the line."""
-    tasks, current = [], None
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].rstrip()
-        if not line.strip() or line.strip() == "icl_tasks:":
-            continue
-        stripped = line.strip()
-        if stripped.startswith("- "):
-            if current:
-                tasks.append(current)
-            current, stripped = {}, stripped[2:]
-        if current is None or ":" not in stripped:
-            raise DataError(f"{where}:{lineno}: cannot read {raw.strip()!r}")
-        key, value = (s.strip() for s in stripped.split(":", 1))
-        current[key] = value.strip("'\"") if not value.startswith("[") else value
-    if current:
-        tasks.append(current)
-    out = []
-    for t in tasks:
-        try:
-            shots = t.get("num_fewshot", "[0]").strip("[]").split(",")[0].strip() or "0"
-            delim = t.get("continuation_delimiter", " ")
-            out.append(Task(t["label"], t["icl_task_type"], t["dataset_uri"], int(shots), delim))
-        except KeyError as e:
-            raise DataError(f"{where}: task {t} lacks {e}") from e
-    if not out:
-        raise DataError(f"{where}: no icl_tasks")
-    return out
+    """The `icl_tasks` list of DCLM's core.yaml. A real YAML loader, because DCLM writes items as a bare `-` with the
+    keys below and delimiters as double-quoted escapes ("\\nAnswer: "). Errors are one line naming `where`."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise DataError(f"{where}{at}: not valid YAML: {problem}") from e
+    items = doc.get("icl_tasks") if isinstance(doc, dict) else None
+    if not isinstance(items, list) or not items:
+        raise DataError(f"{where}: no icl_tasks list")
+    tasks = []
+    for i, t in enumerate(items):
+        if not isinstance(t, dict):
+            raise DataError(f"{where}: icl_tasks[{i}] is not a mapping")
+        name = f"{where}: icl_tasks[{i}]" + (f" {t['label']!r}" if isinstance(t.get("label"), str) else "")
+        for key in ("label", "icl_task_type", "dataset_uri"):
+            if t.get(key) in (None, ""):
+                raise DataError(f"{name}: no {key}")
+            if not isinstance(t[key], str):  # e.g. an unquoted `yes` or `2024`
+                raise DataError(f"{name}: {key} {t[key]!r} is not a string (quote it)")
+        if t["icl_task_type"] not in TASK_TYPES:
+            raise DataError(f"{name}: unknown icl_task_type {t['icl_task_type']!r} (one of {', '.join(TASK_TYPES)})")
+        shots = t.get("num_fewshot", 0)
+        shots = shots[0] if isinstance(shots, list) and shots else shots  # DCLM lists them, e.g. [10]; we run the first
+        if type(shots) is not int or shots < 0:  # `type`, not isinstance: a YAML `true` is no count
+            raise DataError(f"{name}: num_fewshot {t['num_fewshot']!r} is not a count or a list of counts")
+        delimiter = t.get("continuation_delimiter", " ")
+        if not isinstance(delimiter, str):
+            raise DataError(f"{name}: continuation_delimiter {delimiter!r} is not a string")
+        tasks.append(Task(t["label"], t["icl_task_type"], t["dataset_uri"], shots, delimiter))
+    return tasks
 
 
 def random_baselines(path: Path) -> dict[str, float]:
