@@ -25,3 +25,26 @@ def small_tokenizer(vocab_size: int = 512):
     from nanocode.data.tokenizer import BPETokenizer
 
     return BPETokenizer.train(stdlib_texts(), vocab_size)
+
+
+def load_experiment(files, params=(), plugins=()):
+    """The Experiment the CLI builds from these gin files and bindings (gin's global config replaced)."""
+    import gin
+
+    from nanocode.cli.experiment import load
+
+    gin.clear_config()
+    return load(list(files), list(params), list(plugins))
+
+
+STAGE_FIELDS = ("tokenizer_training", "pretraining", "synth", "sft", "align", "eval", "report")
+
+
+def experiment_gin(*includes: str, keep: tuple[str, ...] = ()) -> list[str]:
+    """The lines of a gin experiment: the skeleton, then `includes` (paths under experiments/), every stage but
+    those in `keep` left out (and the pretraining data with them when no stage reads it)."""
+    lines = ["include 'experiments/base/experiment.gin'", *(f"include 'experiments/{i}'" for i in includes)]
+    lines += [f"Experiment.{stage} = None" for stage in STAGE_FIELDS if stage not in keep]
+    if not {"tokenizer_training", "pretraining"} & set(keep):
+        lines.append("Experiment.data = None")
+    return lines

@@ -42,23 +42,24 @@ from nanocode.models.sampling import GREEDY, SamplingParams
 from nanocode.optim.adamw import AdamW
 from nanocode.train.state import init_train_state
 from nanocode.train.step import make_train_step
-from tests.helpers import small_tokenizer
+from tests.helpers import experiment_gin, small_tokenizer
 from tests.test_chat import scripted_model, text_chain
 from tests.test_model_policy import WIDE, babbling_model, malformed_chain, render_call
 
 # Long enough for nanocode's system prompt (~600 ids with the 512-id test tokenizer) and the whole exchange.
 EDIT_CONFIG = GPTConfig(sequence_len=768, vocab_size=512, n_layer=2, n_head=2, n_kv_head=2, n_embd=64)
-EDIT_GIN = """
-MODEL = 'gpt'
-MODEL_CONFIG = @GPTConfig()
+EDIT_GIN = (
+    "\n".join(experiment_gin("base/mesh/cpu.gin", "base/eval/nanocode.gin", keep=("eval",)))
+    + """
 GPTConfig.sequence_len = 768
 GPTConfig.vocab_size = 512
 GPTConfig.n_layer = 2
 GPTConfig.n_head = 2
 GPTConfig.n_kv_head = 2
 GPTConfig.n_embd = 64
-Workspace.tag = '{tag}'
+Experiment.tag = '{tag}'
 """
+)
 ORIGINAL = "print('helo, world')\n"
 REQUEST = "fix the typo in hello.py"
 CALL = {"name": "Edit", "args": {"file_path": "hello.py", "old_string": "helo", "new_string": "hello"}}

@@ -15,7 +15,6 @@ import pytest
 from flax import nnx
 
 from nanocode.cli.main import main
-from nanocode.core import config
 from nanocode.core import mesh as mesh_lib
 from nanocode.core.checkpoint import Checkpointer
 from nanocode.core.errors import ConfigError
@@ -35,7 +34,7 @@ from nanocode.train.preference_step import (
     split_pairs,
 )
 from nanocode.train.state import init_train_state
-from tests.helpers import small_tokenizer
+from tests.helpers import experiment_gin, load_experiment, small_tokenizer
 from tests.test_sft_train import (
     TINY,
     TINY_GIN,
@@ -66,23 +65,25 @@ def pair(i: int) -> dict:
 
 def align_lines(tmp_path: Path, tag: str, objective: str = "dpo", *extra: str) -> list[str]:
     files = {
-        "PREFERENCE_TRAIN_FILE": write_jsonl(tmp_path / "pairs_train.jsonl", [pair(i) for i in range(40)]),
-        "PREFERENCE_TEST_FILE": write_jsonl(tmp_path / "pairs_test.jsonl", [pair(i) for i in range(40, 48)]),
-        "SFT_TRAIN_FILE": write_jsonl(tmp_path / "sft_train.jsonl", [conversation(i) for i in range(20)]),
-        "SFT_TEST_FILE": write_jsonl(tmp_path / "sft_test.jsonl", [conversation(i) for i in range(60, 72)]),
+        "pref_data/jsonl_preferences.train": write_jsonl(tmp_path / "pairs_train.jsonl", [pair(i) for i in range(40)]),
+        "pref_data/jsonl_preferences.test": write_jsonl(
+            tmp_path / "pairs_test.jsonl", [pair(i) for i in range(40, 48)]
+        ),
+        "sft_data/jsonl_conversations.train": write_jsonl(
+            tmp_path / "sft_train.jsonl", [conversation(i) for i in range(20)]
+        ),
+        "sft_data/jsonl_conversations.test": write_jsonl(
+            tmp_path / "sft_test.jsonl", [conversation(i) for i in range(60, 72)]
+        ),
     }
-    objective_file = [f"include 'experiments/base/align/{objective}.gin'"] if objective else []
+    objective_file = [f"base/align/{objective}.gin"] if objective else []
+    includes = ["base/model/d3.gin", "base/mesh/cpu.gin", "base/align/common.gin", *objective_file]
     return [
-        "include 'experiments/base/model/d3.gin'",
-        "include 'experiments/base/optim/muon_adamw.gin'",
-        "include 'experiments/base/mesh/cpu.gin'",
-        "include 'experiments/base/align/common.gin'",
-        *objective_file,
-        "include 'experiments/base/align/embedded.gin'",
+        *experiment_gin(*includes, "base/align/embedded.gin", keep=("align",)),
         *TINY_GIN,
-        f"Workspace.tag = '{tag}'",
-        *[f"{macro} = '{path}'" for macro, path in files.items()],
-        "ALIGN_OPTIMIZER = @align/adamw()",
+        f"Experiment.tag = '{tag}'",
+        *[f"{binding} = '{path}'" for binding, path in files.items()],
+        "Alignment.optimizer = @align/adamw()",
         "align/adamw.lr = 0.003",
         "Alignment.batch_size = 4",
         "Alignment.micro_batch_size = 2",
@@ -97,10 +98,8 @@ def align_lines(tmp_path: Path, tag: str, objective: str = "dpo", *extra: str) -
 
 
 def align_experiment(tmp_path: Path, tag: str, objective: str = "dpo", *extra: str):
-    from nanocode.train.align import Alignment
-
-    config.parse([write_experiment(tmp_path / f"{tag}.gin", align_lines(tmp_path, tag, objective, *extra))])
-    return config.build(Alignment)
+    lines = align_lines(tmp_path, tag, objective, *extra)
+    return load_experiment([write_experiment(tmp_path / f"{tag}.gin", lines)]).align
 
 
 def run_align(tmp_path: Path, tag: str, objective: str = "dpo", *extra: str, **kwargs):
@@ -289,7 +288,7 @@ def test_kto_trains_on_unpaired_completions(tmp_path, clean_gin):
 
 
 def test_precompute_is_refused_for_kto_in_one_line(tmp_path, clean_gin):
-    with pytest.raises(ConfigError, match=r"^Alignment.precompute_reference: KTO's mismatched-pair KL"):
+    with pytest.raises(ConfigError, match=r"^\S*bad.gin: Alignment.precompute_reference: KTO's mismatched-pair KL"):
         align_experiment(tmp_path, "bad", "kto", "Alignment.precompute_reference = True")
 
 
@@ -324,20 +323,15 @@ def test_plugin_objective_outside_the_package_trains_by_name_from_gin(tmp_path, 
     assert "Alignment.objective = @ln_dpo()" in (Workspace("plugin").run_dir("align") / "config.gin").read_text()
 
 
-@pytest.mark.parametrize(
-    "objective, cls, beta, batch", [("ipo", "IPO", 0.5, 32), ("dpo", "DPO", 0.1, 32), ("kto", "KTO", 0.1, 64)]
-)
-def test_shipped_gin_files_build_nanocode_settings(objective, cls, beta, batch, clean_gin):
+@pytest.mark.parametrize("objective, cls, beta", [("ipo", "IPO", 0.5), ("dpo", "DPO", 0.1), ("kto", "KTO", 0.1)])
+def test_shipped_gin_files_build_nanocode_settings(objective, cls, beta, clean_gin):
     """Each objective file on top of an experiment: the objective by name, nanocode's DPO optimizer (Muon 5e-5,
     AdamW 0.003 / 0.0001, linear decay to 0), and the SFT files' constant-LR optimizer and nanocode mixture."""
-    from nanocode.train.align import Alignment
-    from nanocode.train.sft import SFTTraining
-
     files = ["experiments/debug_cpu.gin", "experiments/base/sft/nanocode.gin"]
     files += [f"experiments/base/align/{objective}.gin", "experiments/base/align/nanocode.gin"]
-    config.parse(files, ["SFTTraining.batch_size = 16", "Alignment.micro_batch_size = 2"])
-    align, sft = config.build(Alignment), config.build(SFTTraining)
-    assert type(align.objective).__name__ == cls and align.objective.beta == beta and align.batch_size == batch
+    experiment = load_experiment(files, ["SFTTraining.batch_size = 16"])
+    align, sft = experiment.align, experiment.sft
+    assert type(align.objective).__name__ == cls and align.objective.beta == beta
     opt = align.optimizer
     assert (opt.lr, opt.embedding_lr, opt.head_lr, opt.warmup_ratio, opt.warmdown_ratio, opt.final_lr_frac) == (
         5e-5,

@@ -22,20 +22,22 @@ from nanocode.models.engine import Engine
 from nanocode.models.gpt import GPT, GPTConfig
 from nanocode.models.sampling import GREEDY
 from nanocode.train.state import init_train_state
-from tests.helpers import small_tokenizer
+from tests.helpers import experiment_gin, small_tokenizer
 
 CONFIG = GPTConfig(sequence_len=128, vocab_size=512, n_layer=2, n_head=4, n_kv_head=2, n_embd=32)
-GIN = """
-MODEL = 'gpt'
-MODEL_CONFIG = @GPTConfig()
+GIN = (
+    "\n".join(experiment_gin("base/mesh/cpu.gin"))
+    + """
+Experiment.system_prompt = ''
 GPTConfig.sequence_len = 128
 GPTConfig.vocab_size = 512
 GPTConfig.n_layer = 2
 GPTConfig.n_head = 4
 GPTConfig.n_kv_head = 2
 GPTConfig.n_embd = 32
-Workspace.tag = 'cli'
+Experiment.tag = 'cli'
 """
+)
 
 
 def make_run(tmp_path, stage="sft", step=7):

@@ -172,7 +172,7 @@ def test_json_items_must_be_json(tmp_path):
 # -- compatibility ------------------------------------------------------------------------------------------------
 def test_check_compatible_accepts_the_same_run_and_a_different_mesh():
     saved = {**make_meta(**META), "step": 100}
-    moved = dict(META, config="Pretrain.lr = 0.02\naxes.shape = (2, 2, 2)\nMESH = @axes()\n")
+    moved = dict(META, config="Pretrain.lr = 0.02\naxes.shape = (2, 2, 2)\n")
     assert check_compatible(saved, make_meta(**moved)) == []
 
 

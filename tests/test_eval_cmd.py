@@ -13,9 +13,8 @@ import numpy as np
 import optax
 import pytest
 
-from nanocode.agents.loading import MACRO_BINDINGS, InferenceModel, Loaded
+from nanocode.agents.loading import Loaded
 from nanocode.cli.main import main
-from nanocode.core import config
 from nanocode.core import mesh as mesh_lib
 from nanocode.core.checkpoint import Checkpointer, make_meta
 from nanocode.core.errors import ConfigError
@@ -24,9 +23,8 @@ from nanocode.data.conversation import ConversationCodec
 from nanocode.evals.model_io import make_scorer
 from nanocode.evals.run import Evaluation, SuiteContext, humaneval_prompt, run_tool_calls
 from nanocode.models.gpt import GPT
-from nanocode.registry import load_builtins
 from nanocode.train.state import init_train_state
-from tests.helpers import small_tokenizer
+from tests.helpers import load_experiment, small_tokenizer
 from tests.httpserver import FileServer
 from tests.test_agent_cli import EDIT_CONFIG, EDIT_GIN
 from tests.test_chat import scripted_model
@@ -220,14 +218,12 @@ def test_eval_without_a_checkpoint_is_one_line(tmp_path, gin_clean, capsys):
 
 
 def test_shipped_eval_gin_files_build(gin_clean):
-    load_builtins()
-    for files in (
-        ["experiments/base/eval/nanocode.gin"],
-        ["experiments/debug_cpu.gin", "experiments/base/eval/debug.gin"],
-    ):
-        config.parse(files, list(MACRO_BINDINGS) if len(files) == 2 else [])  # the macros need a model
-        exp = config.build(Evaluation)
-        assert list(exp.suites) == ["core", "humaneval", "agentic", "tool_calls"] and exp.stage == "latest"
-        if len(files) == 2:
-            assert exp.agentic_tasks == 4 and exp.max_len is None
-            assert config.build(InferenceModel).model_config.sequence_len == 2048  # the debug experiment's context
+    """The flagship evaluates every suite at full size; the debug run a few of each, on the model it trained, with
+    the system prompt it trained on."""
+    flagship = load_experiment(["experiments/d24_tpu_v6e8.gin"])
+    assert list(flagship.eval.suites) == ["core", "humaneval", "agentic", "tool_calls"]
+    assert flagship.eval.stage == "latest" and flagship.eval.core_max_per_task == -1
+    debug = load_experiment(["experiments/debug_cpu.gin"])
+    assert debug.eval.agentic_tasks == 4 and debug.eval.max_len is None
+    assert debug.eval.model_config.sequence_len == 2048 == debug.inference_model().model_config.sequence_len
+    assert debug.eval.system == debug.system_prompt == debug.sft.system_prompt

@@ -1,31 +1,29 @@
 """A research fork outside the package (tests/plugins_fork/swiglu.py) swaps the MLP, registers `gpt_swiglu`, and a
-gin file selects it by name: it builds, counts itself from abstract shapes, and trains."""
+gin experiment selects it by name (Experiment.model): it builds, counts itself from abstract shapes, and trains."""
 
-import gin
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 import nanocode.registry as registry
-from nanocode.core import config
 from nanocode.models import counting
-from nanocode.models.gpt import MLP, GPTConfig
+from nanocode.models.gpt import MLP
+from tests.helpers import experiment_gin, load_experiment
 
 
 def test_fork_selected_by_name_from_gin_builds_counts_and_trains(tmp_path, gin_clean):
     gin_file = tmp_path / "fork.gin"
-    gin_file.write_text(
-        "import tests.plugins_fork.swiglu\n"
-        "include 'experiments/base/model/d3.gin'\n"
-        "MODEL = 'gpt_swiglu'\n"
-        "GPTConfig.n_layer = 2\n"
-        "GPTConfig.n_embd = 48\n"
-        "GPTConfig.vocab_size = 64\n"
-        "GPTConfig.sequence_len = 16\n"
-    )
-    registry.load_builtins()  # as the CLI does: every built-in is registered before gin parses and locks
-    config.parse([str(gin_file)])
-    name, cfg = gin.query_parameter("%MODEL"), config.build(GPTConfig)
+    lines = ["import tests.plugins_fork.swiglu", *experiment_gin("base/model/d3.gin", "base/mesh/cpu.gin")]
+    lines += ["Experiment.tag = 'fork'", "Experiment.model = 'gpt_swiglu'", "Experiment.system_prompt = ''"]
+    lines += [
+        "GPTConfig.n_layer = 2",
+        "GPTConfig.n_embd = 48",
+        "GPTConfig.vocab_size = 64",
+        "GPTConfig.sequence_len = 16",
+    ]
+    gin_file.write_text("\n".join(lines) + "\n")
+    experiment = load_experiment([str(gin_file)])
+    name, cfg = experiment.model, experiment.model_config
     assert name == "gpt_swiglu" and cfg.n_head == 2  # the rest comes from d3.gin
     model_class = registry.get("model", name)
     model = model_class(cfg, rngs=nnx.Rngs(0))

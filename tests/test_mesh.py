@@ -231,10 +231,10 @@ gin.register("mesh_probe", module="tests.test_mesh")(_mesh_probe)
     [("cpu", (1, 1, 1)), ("gpu_1", (1, 1, 1)), ("tpu_v6e8", (1, 8, 1)), ("tpu_v6e8_dp", (8, 1, 1)), ("pod", (1, 8, 1))],
 )
 def test_mesh_gin_files(gin_clean, name, shape):
-    config.parse([f"experiments/base/mesh/{name}.gin"], ["mesh_probe.mesh = %MESH"])
+    config.parse([f"experiments/base/mesh/{name}.gin"], ["mesh_probe.mesh = @axes()"])
     factory = config.build(_mesh_probe, "mesh_probe")
     assert isinstance(factory, AxesMesh)
-    assert dict(factory.rules) == dict(AxesMesh().rules)  # every file spells out the default rules
+    assert dict(factory.rules) == dict(AxesMesh().rules)  # every file includes rules.gin: the default rules
     mesh = factory.make()  # pod.gin on one process: one slice of 8 devices, all on fsdp
     assert tuple(mesh.shape.values()) == shape
     if name == "pod":

@@ -125,7 +125,7 @@ def test_curriculum_plugin_selected_by_name_in_gin_changes_the_mix_with_the_step
     gin_file = tmp_path / "curriculum.gin"
     gin_file.write_text(
         "import tests.plugins.curriculum\n"
-        "MIXTURE = @linear_curriculum()\n"
+        "tests.mixture_gin_probe.mixture = @linear_curriculum()\n"
         "linear_curriculum.web = @web/parquet_dir()\n"
         "linear_curriculum.code = @code/parquet_dir()\n"
         f"web/parquet_dir.directory = '{sources['web'].directory}'\n"
@@ -133,7 +133,6 @@ def test_curriculum_plugin_selected_by_name_in_gin_changes_the_mix_with_the_step
         "linear_curriculum.start_code_weight = 0.0\n"
         "linear_curriculum.end_code_weight = 1.0\n"
         "linear_curriculum.steps = 50\n"
-        "tests.mixture_gin_probe.mixture = %MIXTURE\n"
     )
     config.parse([str(gin_file)])
     mixture = gin.get_configurable("tests.mixture_gin_probe")()

@@ -11,7 +11,6 @@ import pytest
 from flax import nnx
 from jax.ad_checkpoint import print_saved_residuals
 
-from nanocode.core import config as gin_config
 from nanocode.core import mesh as mesh_lib
 from nanocode.core.checkpoint import Checkpointer
 from nanocode.core.errors import CheckpointError, ConfigError
@@ -198,16 +197,12 @@ def test_scanned_model_trains_on_a_mesh_like_on_one_device():
 
 
 def test_gin_binding_through_the_pretraining_experiment(gin_clean):
-    from nanocode.registry import load_builtins
-
-    load_builtins()
-    from nanocode.train.pretrain import Pretraining
+    from tests.helpers import load_experiment
 
     tiny = ["GPTConfig.n_layer = 3", "GPTConfig.n_embd = 32", "GPTConfig.n_head = 2", "GPTConfig.n_kv_head = 2"]
-    tiny += ["PRETRAIN_SEQUENCE_LEN = 16", "GPTConfig.vocab_size = 128", "Pretraining.num_steps = 2"]
+    tiny += ["Pretraining.sequence_len = 16", "GPTConfig.vocab_size = 128", "Pretraining.num_steps = 2"]
     tiny += ["Pretraining.batch_size = 4", "Pretraining.micro_batch_size = 2", "Pretraining.remat = 'dots'"]
-    gin_config.parse(["experiments/debug_cpu.gin"], [*tiny, "GPTConfig.scan_layers = True"])
-    exp = gin_config.build(Pretraining)
+    exp = load_experiment(["experiments/debug_cpu.gin"], [*tiny, "GPTConfig.scan_layers = True"]).pretraining
     assert exp.model_config.scan_layers and exp.model_config.sequence_len == 16
     plan = exp.plan()
     unscanned = dataclasses.replace(exp.model_config, scan_layers=False)

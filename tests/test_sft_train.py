@@ -14,7 +14,6 @@ import pytest
 from flax import nnx
 
 from nanocode.cli.main import main
-from nanocode.core import config
 from nanocode.core import mesh as mesh_lib
 from nanocode.core.checkpoint import Checkpointer
 from nanocode.core.workspace import Workspace
@@ -22,12 +21,11 @@ from nanocode.data.conversation import ConversationCodec
 from nanocode.data.sft import SFTPacker
 from nanocode.models.gpt import GPT, GPTConfig
 from nanocode.optim.adamw import AdamW
-from nanocode.registry import load_builtins
 from nanocode.train.finetune import first_system_prompt, has_valid_tool_call, with_system_prompt
 from nanocode.train.sft import tool_prompts
 from nanocode.train.state import init_train_state
 from nanocode.train.step import make_train_step
-from tests.helpers import small_tokenizer
+from tests.helpers import experiment_gin, load_experiment, small_tokenizer
 
 TINY = GPTConfig(sequence_len=64, vocab_size=512, n_layer=2, n_head=2, n_kv_head=2, n_embd=64)
 TINY_GIN = [
@@ -37,6 +35,7 @@ TINY_GIN = [
     "GPTConfig.n_kv_head = 2",
     "GPTConfig.sequence_len = 64",
     "GPTConfig.vocab_size = 512",
+    "Experiment.system_prompt = ''",  # a 64-token context: train on the conversations as they are
 ]
 NAMES = ["hello", "utils", "main", "app", "core", "test", "data", "model", "train", "io"]
 
@@ -108,15 +107,12 @@ def sft_lines(tmp_path: Path, tag: str, *extra: str) -> list[str]:
     train = write_jsonl(tmp_path / "sft_train.jsonl", [conversation(i) for i in range(60)])
     test = write_jsonl(tmp_path / "sft_test.jsonl", [conversation(i) for i in range(60, 72)])
     return [
-        "include 'experiments/base/model/d3.gin'",
-        "include 'experiments/base/optim/muon_adamw.gin'",
-        "include 'experiments/base/mesh/cpu.gin'",
-        "include 'experiments/base/sft/embedded.gin'",
+        *experiment_gin("base/model/d3.gin", "base/mesh/cpu.gin", "base/sft/embedded.gin", keep=("sft",)),
         *TINY_GIN,
-        f"Workspace.tag = '{tag}'",
-        f"SFT_TRAIN_FILE = '{train}'",
-        f"SFT_TEST_FILE = '{test}'",
-        "SFT_OPTIMIZER = @sft/adamw()",
+        f"Experiment.tag = '{tag}'",
+        f"sft_data/jsonl_conversations.train = '{train}'",
+        f"sft_data/jsonl_conversations.test = '{test}'",
+        "SFTTraining.optimizer = @sft/adamw()",
         "sft/adamw.lr = 0.01",
         "SFTTraining.batch_size = 4",
         "SFTTraining.micro_batch_size = 2",
@@ -133,11 +129,7 @@ def sft_lines(tmp_path: Path, tag: str, *extra: str) -> list[str]:
 
 
 def sft_experiment(tmp_path: Path, tag: str, *extra: str):
-    load_builtins()
-    from nanocode.train.sft import SFTTraining
-
-    config.parse([write_experiment(tmp_path / f"{tag}.gin", sft_lines(tmp_path, tag, *extra))])
-    return config.build(SFTTraining)
+    return load_experiment([write_experiment(tmp_path / f"{tag}.gin", sft_lines(tmp_path, tag, *extra))]).sft
 
 
 @pytest.fixture

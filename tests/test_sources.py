@@ -182,7 +182,7 @@ def test_sources_are_gin_configurable(gin_clean, tmp_path):
     ],
 )
 def test_data_gin_files_wire_web_and_code(gin_clean, gin_file, web, code, shards):
-    config.parse([gin_file], ["tests.data_gin_probe.mixture = %MIXTURE"])
+    config.parse([gin_file], ["tests.data_gin_probe.mixture = @web_code()"])
     mixture = gin.get_configurable("tests.data_gin_probe")()
     sources = sorted(mixture.sources.values(), key=lambda s: s.name != web)
     assert [s.name for s in sources] == [web, code]

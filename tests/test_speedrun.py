@@ -16,7 +16,6 @@ from nanocode.core.checkpoint import complete_steps
 REPO = Path(__file__).resolve().parents[1]
 # The debug experiment, shrunk to seconds per stage (same code paths, smaller numbers).
 TINY = [
-    "TokenizerTraining.vocab_size = 1024",
     "TokenizerTraining.max_chars = 300000",
     "embedded_code.max_docs = 60",
     "embedded_prose.max_docs = 120",
@@ -30,7 +29,8 @@ TINY = [
     "Pretraining.eval_every = 4",
     "Pretraining.eval_batches = 1",
     "Pretraining.sample_every = 8",
-    "TASK_COUNT = 8",
+    "repo_task_conversations.count = 8",
+    "repo_task_pairs.count = 8",
     "SFTTraining.num_steps = 2",
     "SFTTraining.eval_every = 2",
     "SFTTraining.sample_every = 2",

@@ -94,7 +94,8 @@ def test_synth_cli_end_to_end_from_gin(tmp_path, gin_clean, workspace_base):
             "--gin_param=Synthesis.workers = 1",
             "--gin_param=openai_compatible.backoff_s = 0.01",
         ]
-        argv = ["--gin_file=experiments/base/synth/openai_teacher.gin", *params, "--quiet"]
+        files = ["--gin_file=experiments/debug_cpu.gin", "--gin_file=experiments/base/synth/openai_teacher.gin"]
+        argv = [*files, *params, "--quiet"]
         scenarios = tmp_path / "s.jsonl"
         scenarios.write_text("".join(json.dumps(s) + "\n" for s in SCENARIOS))
         assert main(["synth", "rollouts", *argv, f"--input={scenarios}"]) == 0

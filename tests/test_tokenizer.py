@@ -21,6 +21,7 @@ from nanocode.data.sources import ParquetSource
 from nanocode.data.tok_eval import SAMPLE_TEXTS, tok_eval
 from nanocode.data.tokenizer import META_FILE, RANKS_FILE, TOKEN_BYTES_FILE, BPETokenizer
 from nanocode.data.tokenizer_training import TokenizerTraining, sample_documents
+from tests.helpers import experiment_gin
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 VOCAB = 1024
@@ -233,26 +234,25 @@ class DirMixture(FixedMixture):
         )
 
 
-def test_cli_tok_train_then_tok_eval(corpus, workspace_base, gin_clean, capsys):
+def test_cli_tok_train_then_tok_eval(corpus, workspace_base, gin_clean, capsys, tmp_path):
+    """An experiment with only its tokenizer stage: the vocabulary is the model's, the text the experiment's data."""
     root = corpus["prose"].directory.parent
-    flags = [
-        "--gin_file",
-        "experiments/base/tokenizer/debug.gin",
-        "--gin_param",
-        "MIXTURE = @test_dirs_mixture()",
-        "--gin_param",
+    lines = experiment_gin(
+        "base/model/d3.gin", "base/mesh/cpu.gin", "base/tokenizer/debug.gin", keep=("tokenizer_training",)
+    )
+    lines += [
+        "Experiment.tag = 'cli'",
+        "Experiment.data = @test_dirs_mixture()",
         f"test_dirs_mixture.root = '{root}'",
-        "--gin_param",
-        "TokenizerTraining.vocab_size = 700",
-        "--gin_param",
+        "GPTConfig.vocab_size = 700",
         "TokenizerTraining.max_chars = 300_000",
-        "--gin_param",
-        "Workspace.tag = 'cli'",
     ]
+    (tmp_path / "tok.gin").write_text("\n".join(lines) + "\n")
+    flags = ["--gin_file", str(tmp_path / "tok.gin")]
     with DATA_MIXTURES.temporary("test_dirs_mixture", DirMixture):
         assert cli_main(["tok-train", "--quiet", "--prepare", *flags]) == 0
         tok_dir = workspace_base / "cli" / "tokenizer"
-        assert "TokenizerTraining.vocab_size = 700" in (tok_dir / "config.gin").read_text()
+        assert "GPTConfig.vocab_size = 700" in (tok_dir / "config.gin").read_text()
         assert BPETokenizer.load(tok_dir, expected_vocab_size=700).vocab_size == 700
 
         assert cli_main(["tok-eval", *flags, "--compare", str(tok_dir), "--sample_chars", "20000"]) == 0
@@ -262,6 +262,6 @@ def test_cli_tok_train_then_tok_eval(corpus, workspace_base, gin_clean, capsys):
 
         # the experiment's vocab differs from the saved tokenizer's: one line, exit 2
         capsys.readouterr()
-        assert cli_main(["tok-eval", *flags, "--gin_param", "TokenizerTraining.vocab_size = 800"]) == 2
+        assert cli_main(["tok-eval", *flags, "--gin_param", "GPTConfig.vocab_size = 800"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "another vocab" in err and str(tok_dir / META_FILE) in err

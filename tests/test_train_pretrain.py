@@ -15,26 +15,24 @@ import numpy as np
 import pytest
 
 from nanocode.cli.main import main
-from nanocode.core import config
 from nanocode.core import mesh as mesh_lib
 from nanocode.core.checkpoint import Checkpointer, complete_steps
 from nanocode.core.errors import CheckpointError
 from nanocode.core.workspace import Workspace
-from nanocode.registry import load_builtins
+from tests.helpers import load_experiment
 
 EXPERIMENT = "experiments/debug_cpu.gin"
 TINY = [
     "embedded_code.max_docs = 120",
     "embedded_code.val_fraction = 0.2",  # packing crops long files to one row each: enough val files for 2 batches
     "embedded_prose.max_docs = 400",
-    "TokenizerTraining.vocab_size = 512",
     "TokenizerTraining.max_chars = 200_000",
     "GPTConfig.n_layer = 2",
     "GPTConfig.n_embd = 64",
     "GPTConfig.n_head = 2",
     "GPTConfig.n_kv_head = 2",
     "GPTConfig.sequence_len = 64",
-    "PRETRAIN_SEQUENCE_LEN = 64",  # the debug experiment pretrains at its own context
+    "Pretraining.sequence_len = 64",  # the debug experiment pretrains at its own context
     "GPTConfig.vocab_size = 512",
     "Pretraining.batch_size = 8",
     "Pretraining.micro_batch_size = 4",
@@ -72,7 +70,7 @@ def workspace_env(base, monkeypatch):
 
 
 def params_for(tag: str, *extra: str) -> list[str]:
-    return [*TINY, f"Workspace.tag = '{tag}'", *extra]
+    return [*TINY, f"Experiment.tag = '{tag}'", *extra]
 
 
 def with_tokenizer(base: Path, tag: str) -> Workspace:
@@ -85,11 +83,7 @@ def with_tokenizer(base: Path, tag: str) -> Workspace:
 
 
 def experiment(tag: str, *extra: str):
-    load_builtins()
-    from nanocode.train.pretrain import Pretraining
-
-    config.parse([EXPERIMENT], params_for(tag, *extra))
-    return config.build(Pretraining)
+    return load_experiment([EXPERIMENT], params_for(tag, *extra)).pretraining
 
 
 def train(base, tag: str, *extra: str, **kwargs) -> dict:
@@ -138,19 +132,13 @@ def test_run_logs_evals_samples_and_checkpoints(workspace_env):
 
 DRIVER = """
 import sys, time
-from nanocode.core import config
-from nanocode.core import mesh as mesh_lib
-from nanocode.core.workspace import Workspace
-from nanocode.registry import load_builtins
-load_builtins()
-from nanocode.train.pretrain import Pretraining
-params = sys.argv[2:]
-config.parse(["{experiment}"], params)
+from nanocode.cli.experiment import load
+experiment = load(["{experiment}"], sys.argv[2:])
 def pause(step):
     if step == int(sys.argv[1]):
         print("CHECKPOINT", step, flush=True)
         time.sleep(600)  # the parent SIGKILLs us here, mid-run
-config.build(Pretraining).run(config.build(Workspace), progress=False, on_checkpoint=pause)
+experiment.pretraining.run(experiment.workspace, progress=False, on_checkpoint=pause)
 """
 
 

@@ -174,7 +174,7 @@ class ChatSession:
         ids, enc = self.codec.ids, self.codec.tok.encode
         role, content = message["role"], message.get("content") or ""
         if role == "user":
-            if first_user and self.system is not None:
+            if first_user and self.system:
                 content = f"{self.system}\n\n{content}"
             return [ids["user_start"], *(enc(content) if content else []), ids["user_end"]]
         if role == "tool_result":

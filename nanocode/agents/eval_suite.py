@@ -84,8 +84,10 @@ class AgenticEval:
         timeout_s: float = 30.0,
         isolate: bool = True,
         constitution: Constitution | None = None,
+        system_prompt: str | None = None,
     ):
         self.n_tasks, self.seed, self.max_steps = n_tasks, seed, max_steps
+        self.system_prompt = system_prompt  # None: nanocode's, listing the tools
         self.timeout_s, self.isolate = timeout_s, isolate
         self.constitution = constitution
         self._tasks: list[Task] | None = None
@@ -108,8 +110,9 @@ class AgenticEval:
         with Progress(len(self.tasks()), "agentic eval", unit="task", enabled=progress) as bar:
             for task in self.tasks():
                 episode = run_episode(
-                    task, policy, max_steps=self.max_steps, timeout_s=self.timeout_s, isolate=self.isolate, tools=tools
-                )
+                    task, policy, max_steps=self.max_steps, timeout_s=self.timeout_s, isolate=self.isolate,
+                    tools=tools, system=self.system_prompt,
+                )  # fmt: skip
                 outcome = TaskOutcome(
                     task_id=task.id,
                     kind=task.kind,

@@ -1,12 +1,12 @@
 """Load a trained model for inference: the experiment's model, a stage's checkpointed parameters, the tokenizer.
 
-The model class and config come from the experiment's gin macros (%MODEL, %MODEL_CONFIG: every
-experiments/base/model/*.gin binds them), the parameters from the latest complete checkpoint of
-`Workspace(tag).checkpoint_dir(stage)` (or a given directory), and the tokenizer from `Workspace(tag).tokenizer_dir`.
+The model class and config come from the experiment (`Experiment.inference_model()`), the parameters from the latest
+complete checkpoint of `Workspace(tag).checkpoint_dir(stage)` (or a given directory), and the tokenizer from
+`Workspace(tag).tokenizer_dir`.
 Only the `params` subtree of the saved train state is read (the fine-tuning loop's `restore_params`: an orbax partial
 restore), straight onto one device, whatever mesh the run was trained on; the optimizer state stays on disk.
 
-    spec = config.build(InferenceModel)            # after parsing the experiment (the CLI adds the macro bindings)
+    spec = InferenceModel(model="gpt", model_config=GPTConfig(...))     # or experiment.inference_model()
     loaded = load(spec, Workspace("debug"), stage="sft")
     engine = Engine(loaded.model)
 """
@@ -25,18 +25,15 @@ from nanocode.core.checkpoint import complete_steps
 from nanocode.core.errors import CheckpointError, ConfigError
 from nanocode.core.interfaces import Tokenizer
 from nanocode.core.kinds import MODELS, TOKENIZERS
-from nanocode.core.registry import register_config
 from nanocode.core.workspace import Workspace
 from nanocode.train.finetune import restore_params
 
 STAGES = ("pretrain", "sft", "align")
-# The gin bindings the chat/serve commands add so InferenceModel follows the experiment's model macros.
-MACRO_BINDINGS = ("InferenceModel.model = %MODEL", "InferenceModel.model_config = %MODEL_CONFIG")
 
 
 @dataclass(frozen=True, kw_only=True)
 class InferenceModel:
-    """Which model to build and which tokenizer to load (resolved from the experiment's gin config)."""
+    """Which model to build and which tokenizer to load (the experiment's)."""
 
     model: str = "gpt"
     model_config: Any = field(repr=False)
@@ -50,8 +47,6 @@ class InferenceModel:
                 f"got {type(self.model_config).__name__}"
             )
 
-
-register_config(InferenceModel)
 
 
 @dataclass

@@ -107,14 +107,15 @@ def run_episode(
     isolate: bool = True,
     tools: Mapping[str, Tool] | None = None,
     base: Path | None = None,
+    system: str | None = None,
 ) -> Episode:
     """One episode of `policy` on `task` in a fresh workspace (see the module docstring). There is no user to ask:
-    Edit and Bash run without the permission prompt, contained by the sandbox."""
+    Edit and Bash run without the permission prompt, contained by the sandbox. `system`: the system prompt (None:
+    nanocode's, listing `tools`; '': none)."""
     tools = build_tools() if tools is None else tools
-    messages: list[Message] = [
-        {"role": "system", "content": system_prompt(tools)},
-        {"role": "user", "content": task.request},
-    ]
+    system = system_prompt(tools) if system is None else system
+    messages: list[Message] = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": task.request})
     policy.start(task.id)
     steps = calls = valid = 0
     stop = "budget"

@@ -66,11 +66,13 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.workspace).expanduser()
     if not root.is_dir():
         raise ConfigError(f"--workspace {args.workspace}: not a directory")
-    engine, codec, loaded, workspace = load_engine(args)
+    engine, codec, loaded, experiment = load_engine(args)
     transcript = Path(args.transcript) if args.transcript else (
-        workspace.run_dir("agent") / "transcripts" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.jsonl"
+        experiment.workspace.run_dir("agent") / "transcripts" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.jsonl"
     )  # fmt: skip
-    session = AgentSession(engine, codec, sampling=sampling, max_new_tokens=args.max_new_tokens)
+    session = AgentSession(
+        engine, codec, system=experiment.system_prompt, sampling=sampling, max_new_tokens=args.max_new_tokens
+    )
     with Sandbox(root, timeout_s=args.timeout, network=args.network) as sandbox:
         loop = AgentLoop(
             session,

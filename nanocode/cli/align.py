@@ -1,5 +1,5 @@
 """Preference optimisation: train the SFT model on preference data with an objective chosen by name in gin
-(`Alignment.objective = @ipo()`, @dpo(), @kto(), ... or a plugin's), the experiment's `Alignment` bindings.
+(`Alignment.objective = @ipo()`, @dpo(), @kto(), ... or a plugin's), the experiment's `align` stage.
 
 Starts from the latest checkpoint of <tag>/sft (or Alignment.init_checkpoint), which is also the frozen reference.
 Writes <tag>/align/: config.gin, metrics.jsonl (loss, rewards/chosen, rewards/rejected, rewards/margins,
@@ -21,4 +21,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_training(args, "nanocode.train.align:Alignment")
+    return run_training(args, "align")

@@ -1,7 +1,7 @@
 """Chat with a trained checkpoint in the terminal (streamed replies, the KV cache kept between turns).
 
-The model comes from the experiment's %MODEL / %MODEL_CONFIG, its parameters from the latest checkpoint of
-<tag>/<stage>/checkpoints (or --checkpoint DIR), the tokenizer from <tag>/tokenizer.
+The model and the system prompt are the experiment's, its parameters the latest checkpoint of
+<tag>/<stage>/checkpoints (or --checkpoint DIR), the tokenizer <tag>/tokenizer.
 
 Commands: /clear (new conversation), /tokens (context used), /help, /quit (or Ctrl-D). Ctrl-C stops a reply.
 When the conversation outgrows the context, the oldest exchanges are dropped (the system prompt is kept).
@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 
-from nanocode.cli.common import add_config_arguments, load_config, repl
+from nanocode.cli.common import add_config_arguments, load_experiment, repl
 
 HELP = """commands:
   /clear   start a new conversation
@@ -38,25 +38,23 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_engine(args: argparse.Namespace):
-    """(engine, codec, loaded, workspace) for the experiment and checkpoint the flags name."""
-    from nanocode.agents.loading import MACRO_BINDINGS, InferenceModel, load
-    from nanocode.core import config
-    from nanocode.core.workspace import Workspace
+    """(engine, codec, loaded, experiment) for the experiment and checkpoint the flags name."""
+    from nanocode.agents.loading import load
     from nanocode.data.conversation import ConversationCodec
     from nanocode.models.engine import Engine
 
-    args.gin_param = [*MACRO_BINDINGS, *args.gin_param]  # the user's bindings still win
-    load_config(args)
-    workspace = config.build(Workspace)
-    spec = config.build(InferenceModel)
+    experiment = load_experiment(args)
+    spec, workspace = experiment.inference_model(), experiment.workspace
     loaded = load(spec, workspace, stage=args.stage, checkpoint=args.checkpoint, step=args.step)
     engine = Engine(loaded.model, max_len=args.max_len)
-    return engine, ConversationCodec(loaded.tokenizer), loaded, workspace
+    return engine, ConversationCodec(loaded.tokenizer), loaded, experiment
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    parser.add_argument("--system", help="system prompt (merged into the first user turn)")
+    parser.add_argument(
+        "--system", help="system prompt (merged into the first user turn; default: the experiment's, '' for none)"
+    )
     parser.add_argument("--temperature", type=float, default=0.6, help="0 = greedy")
     parser.add_argument("--top_k", type=int, default=50, help="0 = off")
     parser.add_argument("--top_p", type=float, default=1.0, help="1 = off")
@@ -135,8 +133,9 @@ def run(args: argparse.Namespace) -> int:
         from nanocode.core.errors import ConfigError
 
         raise ConfigError(f"sampling flags: {e}") from None
-    engine, codec, loaded, _ = load_engine(args)
-    session = ChatSession(engine, codec, system=args.system, sampling=sampling, max_new_tokens=args.max_new_tokens)
+    engine, codec, loaded, experiment = load_engine(args)
+    system = experiment.system_prompt if args.system is None else args.system
+    session = ChatSession(engine, codec, system=system or None, sampling=sampling, max_new_tokens=args.max_new_tokens)
     if args.prompt is not None:
         answer(session, args.prompt)
         return 0

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from nanocode import registry
-from nanocode.core import config
-
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -21,7 +18,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="BINDING",
-        help="a gin binding such as 'Workspace.tag = \"d12\"' (repeatable; applied after the files)",
+        help="a gin binding such as 'Experiment.tag = \"d12\"' (repeatable; applied after the files)",
     )
     parser.add_argument(
         "--plugin",
@@ -32,10 +29,12 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_config(args: argparse.Namespace) -> None:
-    """Built-ins, then plugins, then gin files and bindings. Raises ConfigError (one line) on any problem."""
-    registry.load_builtins()
-    config.parse(args.gin_file, args.gin_param, args.plugin)
+def load_experiment(args: argparse.Namespace):
+    """Built-ins, then plugins, then gin files and bindings, then the Experiment built and validated, every stage
+    included (nanocode.cli.experiment). Raises ConfigError (one line, naming the file) on any problem."""
+    from nanocode.cli.experiment import load
+
+    return load(args.gin_file, args.gin_param, args.plugin)
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,18 +47,14 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def run_training(args: argparse.Namespace, experiment_class_path: str) -> int:
-    """Parse the config, join the other processes, build the stage's experiment ("module:Class") and run it."""
-    import importlib
+def run_training(args: argparse.Namespace, stage: str) -> int:
+    """Build the experiment, join the other processes, then run its training stage `stage` (an Experiment field)."""
+    from nanocode.core import config, distributed
 
-    from nanocode.core import distributed
-    from nanocode.core.workspace import Workspace
-
-    load_config(args)
-    config.build(distributed.initialize)  # first: every process joins before any device is touched
-    module, name = experiment_class_path.split(":")
-    experiment = config.build(getattr(importlib.import_module(module), name))
-    experiment.run(config.build(Workspace), resume=args.resume, force=args.force, progress=not args.quiet)
+    experiment = load_experiment(args)
+    training = experiment.stage(stage)
+    config.build(distributed.initialize)  # every process joins before any device is touched
+    training.run(experiment.workspace, resume=args.resume, force=args.force, progress=not args.quiet)
     return 0
 
 

@@ -1,12 +1,12 @@
 """Evaluate a checkpoint with every suite: CORE, HumanEval pass@k, the agentic tasks and the tool-call validity rate.
 
-The experiment's `Evaluation` bindings (experiments/base/eval/*.gin) say which suites and how big; the flags below
-override them. The model comes from the experiment's %MODEL / %MODEL_CONFIG, the checkpoint from the stage's latest
-(by default the last of align, sft, pretrain that has one). Writes <tag>/eval/results.json (every number with its
+The experiment's `eval` stage (experiments/base/eval/*.gin) says which suites and how big; the flags below override
+it. The model and the system prompt are the experiment's, the checkpoint the stage's latest (by default the last of
+align, sft, pretrain that has one). Writes <tag>/eval/results.json (every number with its
 definition and source; a suite that cannot run, e.g. CORE without its bundle and no network, records why and the
 others still run) and one JSONL log per suite beside it.
 
-Example: nanocode eval --gin_file experiments/debug_cpu.gin --gin_file experiments/base/eval/debug.gin --suite all
+Example: nanocode eval --gin_file experiments/debug_cpu.gin --suite humaneval --stage sft
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from nanocode.cli.common import add_config_arguments, load_config
+from nanocode.cli.common import add_config_arguments, load_experiment
 
 SUITE_CHOICES = ("core", "humaneval", "agentic", "tool_calls", "all")
 
@@ -31,15 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nanocode.agents.loading import MACRO_BINDINGS, InferenceModel
     from nanocode.core import config
     from nanocode.core.errors import ConfigError
-    from nanocode.core.workspace import Workspace
-    from nanocode.evals.run import SUITES, Evaluation
+    from nanocode.evals.run import SUITES
 
-    args.gin_param = [*MACRO_BINDINGS, *args.gin_param]  # the user's bindings still win
-    load_config(args)
-    experiment = config.build(Evaluation)
+    root = load_experiment(args)
+    experiment = root.stage("eval")
     overrides = {}
     if args.suite:
         overrides["suites"] = SUITES if "all" in args.suite else tuple(dict.fromkeys(args.suite))
@@ -50,9 +47,8 @@ def run(args: argparse.Namespace) -> int:
         experiment = dataclasses.replace(experiment, **overrides)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    workspace = config.build(Workspace)
-    spec = config.build(InferenceModel)
-    results = experiment.run(workspace, spec, progress=not args.quiet)
+    workspace = root.workspace
+    results = experiment.run(workspace, progress=not args.quiet)
     config.write_config(workspace.run_dir("eval"))
     print(workspace.run_dir("eval") / "results.json")
     failed = [s for s in experiment.suites if results["suites"][s]["status"] != "ok"]

@@ -15,8 +15,7 @@ import math
 import os
 import time
 
-from nanocode.cli.common import add_config_arguments, load_config
-from nanocode.core import config
+from nanocode.cli.common import add_config_arguments, load_experiment
 from nanocode.core.errors import ConfigError
 from nanocode.train.runtime import use_memory_ordered_cpu_scheduler
 
@@ -75,10 +74,7 @@ def memory_lines(analysis) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    load_config(args)
-    from nanocode.train.pretrain import Pretraining  # after load_config: plugins may register models first
-
-    experiment = config.build(Pretraining)
+    experiment = load_experiment(args).stage("pretraining")
     print(experiment.plan().describe())
     if not args.compile:
         return 0

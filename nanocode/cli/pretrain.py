@@ -1,4 +1,4 @@
-"""Pretrain a base model: the experiment's `Pretraining` bindings, the tokenizer from the model tag's workspace.
+"""Pretrain a base model: the experiment's `pretraining` stage, the tokenizer from the model tag's workspace.
 
 Writes <tag>/pretrain/: config.gin, metrics.jsonl (loss, tokens/s, MFU, LR, memory; per-source validation bits
 per byte), samples.jsonl and checkpoints/<step>/. SIGTERM or Ctrl-C saves a checkpoint and exits cleanly.
@@ -20,4 +20,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_training(args, "nanocode.train.pretrain:Pretraining")
+    return run_training(args, "pretraining")

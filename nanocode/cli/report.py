@@ -1,13 +1,11 @@
-"""Write the run report (`<tag>/report/report.md`, plots, and report.html when pandoc is installed)."""
+"""Write the run report (`<tag>/report/report.md`, plots, and report.html when pandoc is installed): the
+experiment's `report` stage, from what the other stages wrote."""
 
 from __future__ import annotations
 
 import argparse
 
-from nanocode.cli.common import add_config_arguments, load_config
-from nanocode.core import config
-from nanocode.core.workspace import Workspace
-from nanocode.evals.report import build_report
+from nanocode.cli.common import add_config_arguments, load_experiment
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    load_config(args)
-    path = build_report(config.build(Workspace))
+    experiment = load_experiment(args)
+    path = experiment.stage("report").run(experiment.workspace)
     print(f"report: {path}")
     return 0

@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("max_batch", "max_queue", "max_tokens"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
-    engine, codec, loaded, workspace = load_engine(args)
-    name = args.model_name or f"nanocode-{workspace.tag}-{args.stage}"
+    engine, codec, loaded, experiment = load_engine(args)
+    name = args.model_name or f"nanocode-{experiment.tag}-{args.stage}"
     try:
         server = CompletionServer(
             engine,

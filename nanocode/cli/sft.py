@@ -1,4 +1,4 @@
-"""Agentic SFT: fine-tune the pretrained model on tool-call conversations (the experiment's `SFTTraining` bindings).
+"""Agentic SFT: fine-tune the pretrained model on tool-call conversations (the experiment's `sft` stage).
 
 Starts from the latest checkpoint of <tag>/pretrain (or SFTTraining.init_checkpoint). Writes <tag>/sft/: config.gin,
 metrics.jsonl (loss, tokens/s, MFU, LR; validation bits per byte of held-out conversations and the tool-call
@@ -20,4 +20,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_training(args, "nanocode.train.sft:SFTTraining")
+    return run_training(args, "sft")

@@ -1,7 +1,9 @@
-"""Run every stage of an experiment in order: data -> tokenizer -> pretrain -> ... Each stage is skipped when its
-completion marker exists, and resumes from its own checkpoints when it was interrupted.
+"""Run every stage of an experiment in order: tokenizer -> pretrain -> synth -> sft -> align -> eval -> report. Each
+stage is skipped when its completion marker exists, and resumes from its own checkpoints when it was interrupted.
 
-One gin experiment file drives every stage: each stage command builds its own top-level dataclass from it.
+One gin experiment file drives every stage: the experiment is built (every stage validated) before the first stage
+starts, and each stage command takes its part of it. A stage the experiment leaves out (`Experiment.<field> = None`)
+is skipped and said so.
 A stage is complete only when its command returned 0; the marker `<tag>/speedrun/<stage>.json` (written atomically
 afterwards, with the stage's wall time) is what a re-run trusts, so a kill at any point redoes at most the stage
 that was running, which itself resumes (pretraining from its latest checkpoint).
@@ -12,16 +14,14 @@ Example: nanocode speedrun --gin_file experiments/debug_cpu.gin
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nanocode.cli.common import add_config_arguments, load_config
+from nanocode.cli.common import add_config_arguments, load_experiment
 from nanocode.cli.main import run_command
-from nanocode.core import config
 from nanocode.core.errors import NanocodeError
 from nanocode.core.io import write_json
 from nanocode.core.workspace import Workspace
@@ -31,23 +31,24 @@ from nanocode.core.workspace import Workspace
 class Stage:
     name: str
     command: str  # the nanocode subcommand that does the work
+    needs: tuple[str, ...]  # the Experiment fields it runs on (skipped when all of them are None)
     extra_args: tuple[str, ...] = field(default=())
-    needs_module: str = ""  # the stage exists only where this module does
 
-    def available(self) -> bool:
-        return not self.needs_module or importlib.util.find_spec(self.needs_module) is not None
+    def in_experiment(self, experiment) -> bool:
+        return any(getattr(experiment, f) is not None for f in self.needs)
 
 
-# The pipeline. Later stages are listed once their implementation exists (needs_module), never as placeholders.
+# The pipeline. `synth` makes the SFT and preference data ready (built offline or downloaded; a teacher's own
+# synthesis runs by hand: `nanocode synth scenarios/rollouts`).
 STAGES: tuple[Stage, ...] = (
-    Stage("tokenizer", "tok-train", ("--prepare",)),
-    Stage("tokenizer-eval", "tok-eval"),
-    Stage("pretrain", "pretrain", ("--resume",)),
-    Stage("synth", "synth", ("tasks",)),
-    Stage("sft", "sft", ("--resume",)),
-    Stage("align", "align", ("--resume",)),
-    Stage("eval", "eval"),
-    Stage("report", "report"),
+    Stage("tokenizer", "tok-train", ("tokenizer_training",), ("--prepare",)),
+    Stage("tokenizer-eval", "tok-eval", ("tokenizer_training",)),
+    Stage("pretrain", "pretrain", ("pretraining",), ("--resume",)),
+    Stage("synth", "synth", ("sft", "align"), ("tasks",)),
+    Stage("sft", "sft", ("sft",), ("--resume",)),
+    Stage("align", "align", ("align",), ("--resume",)),
+    Stage("eval", "eval", ("eval",)),
+    Stage("report", "report", ("report",)),
 )
 
 
@@ -75,14 +76,18 @@ def gin_argv(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    load_config(args)
-    workspace = config.build(Workspace)
-    stages = [s for s in STAGES if s.available() and (not args.only or s.name in args.only)]
+    experiment = load_experiment(args)  # every stage validated before the first one starts
+    workspace = experiment.workspace
     unknown = set(args.only + args.redo) - {s.name for s in STAGES}
     if unknown:
         raise NanocodeError(
             f"unknown stage(s) {', '.join(sorted(unknown))} (stages: {', '.join(s.name for s in STAGES)})"
         )
+    chosen = [s for s in STAGES if not args.only or s.name in args.only]
+    stages = [s for s in chosen if s.in_experiment(experiment)]
+    for s in chosen:
+        if s not in stages:
+            print(f"[speedrun] {s.name}: not in this experiment (Experiment.{' / '.join(s.needs)} = None)", file=sys.stderr)
     if args.list:
         for s in stages:
             print(f"{s.name:<16} {'done' if marker(workspace, s).exists() else 'todo'}")

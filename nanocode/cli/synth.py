@@ -7,7 +7,9 @@ tools; each rollout that breaks a SOUL principle is paired, as rejected, with th
 
 Examples:
   nanocode synth onpolicy --gin_file experiments/debug_cpu.gin --url http://127.0.0.1:8000/v1 --count 16
-  nanocode synth rollouts --gin_file experiments/synth_openai.gin --gin_param "openai_compatible.base_url='http://127.0.0.1:8000/v1'"
+  nanocode synth tasks --gin_file experiments/d24_tpu_v6e8.gin        # download nanocode's SFT and preference sets
+  nanocode synth scenarios --gin_file experiments/d24_tpu_v6e8.gin \
+      --gin_param "openai_compatible.base_url='http://127.0.0.1:8000/v1'"   # the experiment's `synth` stage
 """
 
 from __future__ import annotations
@@ -15,10 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from nanocode.align.synthesis import Synthesis
-from nanocode.cli.common import add_config_arguments, load_config
+from nanocode.cli.common import add_config_arguments, load_experiment
 from nanocode.core import config
-from nanocode.core.workspace import Workspace
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,26 +40,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true")
 
 
-def prepare_experiment_datasets() -> int:
-    """`prepare()` every dataset the SFT and alignment stages of the experiment read (builds or downloads them)."""
-    from nanocode.train.align import Alignment  # only this step needs the trainers' configs
-
-    alignment = config.build(Alignment)
-    datasets = [*alignment.datasets, *alignment.sft_datasets]
+def prepare_experiment_datasets(experiment) -> int:
+    """`prepare()` every dataset the experiment's SFT and alignment stages read (builds or downloads them), once."""
+    datasets = []
+    if experiment.sft is not None:
+        datasets += experiment.sft.datasets
+    if experiment.align is not None:
+        datasets += [*experiment.align.datasets, *experiment.align.sft_datasets]
+    ready = []
     for d in datasets:
+        if any(d is r for r in ready):  # the same object bound in two places
+            continue
         d.prepare()
+        ready.append(d)
         print(f"synth: {type(d).__name__} ready ({getattr(d, 'directory', '')})")
-    return len(datasets)
+    return len(ready)
 
 
 def run(args: argparse.Namespace) -> int:
-    load_config(args)
+    experiment = load_experiment(args)
     if args.step == "tasks":
-        prepare_experiment_datasets()
+        prepare_experiment_datasets(experiment)
         return 0
     if args.step == "onpolicy":
-        return run_onpolicy(args)
-    workspace, synthesis = config.build(Workspace), config.build(Synthesis)
+        return run_onpolicy(args, experiment.workspace)
+    workspace, synthesis = experiment.workspace, experiment.stage("synth")
     out = synthesis.out_dir(workspace)
     config.write_config(out)
     if args.step == "scenarios":
@@ -73,12 +78,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_onpolicy(args: argparse.Namespace) -> int:
+def run_onpolicy(args: argparse.Namespace, workspace) -> int:
     from nanocode.agents.onpolicy import onpolicy_pairs
     from nanocode.agents.served_policy import ServedPolicy
     from nanocode.align.teacher import OpenAICompatibleTeacher
 
-    out = config.build(Workspace).run_dir("synth") / "onpolicy"
+    out = workspace.run_dir("synth") / "onpolicy"
     config.write_config(out)
     client = OpenAICompatibleTeacher(base_url=args.url, model=args.model)
     policy = ServedPolicy(client, temperature=args.temperature, max_tokens=args.max_tokens)

@@ -9,13 +9,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nanocode.cli.common import add_config_arguments, load_config
+from nanocode.cli.common import add_config_arguments, load_experiment
 from nanocode.core import config
 from nanocode.core.io import write_text
 from nanocode.core.kinds import TOKENIZERS
-from nanocode.core.workspace import Workspace
 from nanocode.data.tok_eval import tok_eval
-from nanocode.data.tokenizer_training import TokenizerTraining
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,15 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    load_config(args)
-    workspace = config.build(Workspace)
-    experiment = config.build(TokenizerTraining)
-    cls = TOKENIZERS.get(experiment.tokenizer)
-    tokenizer = cls.load(workspace.tokenizer_dir, expected_vocab_size=experiment.vocab_size)
+    experiment = load_experiment(args)
+    workspace, stage = experiment.workspace, experiment.stage("tokenizer_training")
+    cls = TOKENIZERS.get(stage.tokenizer)
+    tokenizer = cls.load(workspace.tokenizer_dir, expected_vocab_size=stage.vocab_size)
     other = cls.load(Path(args.compare).expanduser()) if args.compare else None
     _, report = tok_eval(
         tokenizer,
-        experiment.mixture,
+        stage.mixture,
         other=other,
         sample_chars=args.sample_chars,
         ours=workspace.tag,

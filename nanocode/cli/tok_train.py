@@ -1,16 +1,17 @@
 """Train the BPE tokenizer on the experiment's data mixture and save it into the model tag's tokenizer directory.
 
-Example: nanocode tok-train --gin_file experiments/base/data/debug.gin --gin_file experiments/base/tokenizer/debug.gin
+The experiment's `tokenizer_training` stage: its size and sample; the vocabulary is the model's, the mixture the
+experiment's data.
+
+Example: nanocode tok-train --gin_file experiments/debug_cpu.gin --prepare
 """
 
 from __future__ import annotations
 
 import argparse
 
-from nanocode.cli.common import add_config_arguments, load_config
+from nanocode.cli.common import add_config_arguments, load_experiment
 from nanocode.core import config
-from nanocode.core.workspace import Workspace
-from nanocode.data.tokenizer_training import TokenizerTraining
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,13 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    load_config(args)
-    workspace = config.build(Workspace)
-    experiment = config.build(TokenizerTraining)
+    experiment = load_experiment(args)
+    workspace, stage = experiment.workspace, experiment.stage("tokenizer_training")
     if args.prepare:
-        for source in experiment.mixture.sources.values():
+        for source in stage.mixture.sources.values():
             source.prepare(progress=not args.quiet)
-    experiment.run(workspace, progress=not args.quiet)
+    stage.run(workspace, progress=not args.quiet)
     path = config.write_config(workspace.tokenizer_dir)
     print(f"tok-train: config -> {path}")
     return 0

@@ -56,7 +56,7 @@ COMMIT_FILE = "_CHECKPOINT_METADATA"  # orbax writes it into a step when the ste
 # The fields that must match for a resume to make sense, and how an error names them.
 COMPATIBLE_FIELDS = {"config": "config", "tokenizer": "tokenizer fingerprint", "data_spec": "data spec fingerprint"}
 # Config bindings that may change between a save and its resume (the mesh is resharded on restore).
-RESUMABLE_BINDINGS = ("axes", "MESH", "distributed_initialize")
+RESUMABLE_BINDINGS = ("axes", "distributed_initialize")
 
 
 def fingerprint(obj: Any) -> str:

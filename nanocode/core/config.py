@@ -34,13 +34,27 @@ for _handler in logging.getLogger().handlers:
 
 
 def repo_root() -> Path:
-    """The checkout that holds `experiments/` (the parent of the `nanocode` package)."""
+    """The checkout that holds `experiments/` (the parent of the `nanocode` package); only a clone has one."""
     return Path(__file__).resolve().parents[2]
 
 
+def packaged_resources() -> Path:
+    """Where an installed wheel keeps its copies of `experiments/` and `SOUL.md`, in the clone's layout: the
+    `nanocode.resources` data package (pyproject.toml maps it to the repo root). A clone has no such directory."""
+    return Path(__file__).resolve().parents[1] / "resources"
+
+
+def resource_root() -> Path:
+    """The directory holding `experiments/` and `SOUL.md`: the wheel's packaged copies when installed from one,
+    else the clone (an editable install or a bare checkout reads them in place)."""
+    packaged = packaged_resources()
+    return packaged if packaged.is_dir() else repo_root()
+
+
 def search_paths() -> list[Path]:
-    """Where `include '...'` and --gin_file look: cwd, the repo root, then $NANOCODE_GIN_PATH (os.pathsep list)."""
-    paths = [Path.cwd(), repo_root()]
+    """Where `include '...'` and --gin_file look: cwd, the clone or the installed package's resources
+    (resource_root), then $NANOCODE_GIN_PATH (os.pathsep list)."""
+    paths = [Path.cwd(), resource_root()]
     paths += [Path(p) for p in os.environ.get("NANOCODE_GIN_PATH", "").split(os.pathsep) if p]
     return paths
 
@@ -67,10 +81,10 @@ def one_line(exc: BaseException) -> str:
     """Squash a gin exception (which spans lines and points at the file) into one line: file:line: reason."""
     text = str(exc)
     macro = _MISSING_MACRO.search(text)
-    if macro:  # e.g. a tokenizer gin file that expects %MIXTURE from a data gin file given before it
+    if macro:  # a file that expects a macro from another file given before it
         return (
             f"macro %{macro.group(1)} is used but never bound: add the gin file that defines it "
-            f'(e.g. experiments/base/data/*.gin for MIXTURE) or --gin_param "{macro.group(1)} = ..."'
+            f'or --gin_param "{macro.group(1)} = ..."'
         )
     where = _GIN_LOCATION.search(text)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -116,6 +130,18 @@ def parse(
         raise ConfigError(message) from e
 
 
+_MISSING_ARGUMENTS = re.compile(r"(\w+)\.__init__\(\) missing \d+ required (?:keyword-only |positional )?arguments?: (.+)")
+
+
+def unbound(exc: BaseException) -> str | None:
+    """'SFTTraining.batch_size is not bound' for the TypeError a configurable built with a binding missing raises."""
+    match = _MISSING_ARGUMENTS.search(str(exc).splitlines()[0]) if isinstance(exc, TypeError) else None
+    if match is None:
+        return None
+    names = [f"{match.group(1)}.{n}" for n in re.findall(r"'(\w+)'", match.group(2))]
+    return f"{' and '.join(names)} {'is' if len(names) == 1 else 'are'} not bound"
+
+
 def build(configurable: type | object, what: str = ""):
     """Call a top-level configurable (an experiment dataclass) with its gin bindings, errors in one line."""
     fn = gin.get_configurable(configurable)
@@ -124,6 +150,9 @@ def build(configurable: type | object, what: str = ""):
     except ConfigError as e:  # gin appends "In call to configurable ..." lines: keep the one-line reason
         raise ConfigError(str(e).splitlines()[0]) from e
     except Exception as e:
+        missing = unbound(e)
+        if missing:
+            raise ConfigError(missing) from e
         name = what or getattr(configurable, "__name__", str(configurable))
         raise ConfigError(f"building {name}: {one_line(e)}") from e
 

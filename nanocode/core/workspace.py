@@ -6,8 +6,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from nanocode.core.registry import register_config
-
 DEFAULT_BASE_DIR = "~/.cache/nanocode"
 
 
@@ -60,5 +58,3 @@ class Workspace:
     def report_dir(self) -> Path:
         return self.model_dir / "report"
 
-
-register_config(Workspace)

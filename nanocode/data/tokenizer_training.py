@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from nanocode.core.errors import ConfigError, DataError
 from nanocode.core.interfaces import SPECIAL_TOKENS, DataMixture, DataSource, Tokenizer
@@ -66,17 +67,22 @@ def sample_documents(
 
 @dataclass(frozen=True, kw_only=True)
 class TokenizerTraining:
-    """The `tok-train` stage: train a registered tokenizer on `max_chars` of the mixture and save it."""
+    """The `tok-train` stage: train a registered tokenizer on `max_chars` of the mixture and save it.
+
+    The tokenizer name, the mixture and the vocabulary size (the model's) are the experiment's (FROM_EXPERIMENT);
+    built on its own in Python, the stage takes them as arguments."""
+
+    FROM_EXPERIMENT: ClassVar[tuple[str, ...]] = ("tokenizer", "mixture", "vocab_size")
 
     tokenizer: str = "bpe"
-    vocab_size: int
+    vocab_size: int | None = None
+    mixture: DataMixture | None = field(default=None, repr=False)
     max_chars: int
     doc_cap: int = 10_000
-    mixture: DataMixture = field(repr=False)
     seed: int = 0
 
     def __post_init__(self):
-        if self.vocab_size < 256 + len(SPECIAL_TOKENS):
+        if self.vocab_size is not None and self.vocab_size < 256 + len(SPECIAL_TOKENS):
             raise ConfigError(
                 f"TokenizerTraining.vocab_size = {self.vocab_size}: needs at least 256 bytes + "
                 f"{len(SPECIAL_TOKENS)} special tokens"
@@ -84,11 +90,19 @@ class TokenizerTraining:
         for name in ("max_chars", "doc_cap"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"TokenizerTraining.{name} = {getattr(self, name)}: must be positive")
-        if not isinstance(self.mixture, DataMixture):
+        if self.mixture is not None and not isinstance(self.mixture, DataMixture):
             raise ConfigError(f"TokenizerTraining.mixture: expected a DataMixture, got {type(self.mixture).__name__}")
         cls = TOKENIZERS.get(self.tokenizer)  # unknown names raise with the registered ones listed
         if not hasattr(cls, "train"):
             raise ConfigError(f"TokenizerTraining.tokenizer = {self.tokenizer!r}: {cls.__name__} has no train()")
+
+    def require_experiment(self) -> None:
+        missing = [name for name in self.FROM_EXPERIMENT if getattr(self, name) is None]
+        if missing:
+            raise ConfigError(
+                f"TokenizerTraining.{missing[0]} is not set: the stage gets {', '.join(self.FROM_EXPERIMENT)} from "
+                "its Experiment (nanocode.cli.experiment), or as arguments when built in Python"
+            )
 
     def texts(self, *, progress: bool = True, chars_by_source: Counter | None = None) -> Iterator[str]:
         """The training documents, with a progress bar over characters."""
@@ -104,6 +118,7 @@ class TokenizerTraining:
 
     def run(self, workspace: Workspace, *, progress: bool = True) -> Tokenizer:
         """Train, save into `workspace.tokenizer_dir`, print a one-line summary; returns the tokenizer."""
+        self.require_experiment()
         start = time.monotonic()
         chars = Counter()
         tokenizer = TOKENIZERS.get(self.tokenizer).train(

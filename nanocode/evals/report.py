@@ -12,9 +12,12 @@ import os
 import platform
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
+from nanocode.core.errors import ConfigError
 from nanocode.core.io import read_jsonl, write_text
+from nanocode.core.registry import register_config
 from nanocode.core.workspace import Workspace
 
 STAGES = ("pretrain", "sft", "align")
@@ -81,7 +84,25 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def build_report(workspace: Workspace) -> Path:
+@dataclass(frozen=True, kw_only=True)
+class Report:
+    """The `report` stage: what the report shows and whether it is also rendered to HTML."""
+
+    html: bool = True  # report.html beside report.md, when pandoc is installed
+    samples: int = 5  # the last samples shown per training stage
+
+    def __post_init__(self):
+        if self.samples < 0:
+            raise ConfigError(f"Report.samples = {self.samples}: must be >= 0")
+
+    def run(self, workspace: Workspace) -> Path:
+        return build_report(workspace, html=self.html, samples=self.samples)
+
+
+register_config(Report)
+
+
+def build_report(workspace: Workspace, *, html: bool = True, samples: int = 5) -> Path:
     out = workspace.report_dir
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# nanocode report: `{workspace.tag}`", ""]
@@ -127,10 +148,10 @@ def build_report(workspace: Workspace) -> Path:
             png = out / f"{stage}_{name}.png"
             if keys and plot_curves(records, keys, png, f"{stage}: {name}"):
                 md += [f"![{stage} {name}]({png.name})", ""]
-        samples = read_jsonl(run / "samples.jsonl")
-        if samples:
+        last_samples = read_jsonl(run / "samples.jsonl")[-samples:] if samples else []
+        if last_samples:
             md += ["Last samples (source: `samples.jsonl`):", "", "```"]
-            md += [json.dumps(s, ensure_ascii=False)[:400] for s in samples[-5:]] + ["```", ""]
+            md += [json.dumps(s, ensure_ascii=False)[:400] for s in last_samples] + ["```", ""]
 
     results = workspace.run_dir("eval") / "results.json"
     if results.exists():
@@ -150,7 +171,7 @@ def build_report(workspace: Workspace) -> Path:
     ]
     path = out / "report.md"
     write_text(path, "\n".join(md) + "\n")
-    if shutil.which("pandoc"):
+    if html and shutil.which("pandoc"):
         subprocess.run(
             [
                 "pandoc",

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from nanocode.agents.chat_session import TurnDecoder, stop_ids
 from nanocode.agents.eval_suite import AgenticEval
@@ -57,8 +57,17 @@ GENERATION_ROWS = 8  # prompts generated together (tool_calls)
 
 @dataclass(frozen=True, kw_only=True)
 class Evaluation:
-    """Which checkpoint to evaluate, with which suites, at what size (experiments/base/eval/*.gin)."""
+    """Which checkpoint to evaluate, with which suites, at what size (experiments/base/eval/*.gin).
 
+    The model, its tokenizer and the system prompt are the experiment's (FROM_EXPERIMENT), so the evaluated model
+    is prompted exactly as it was trained."""
+
+    FROM_EXPERIMENT: ClassVar[tuple[str, ...]] = ("model", "model_config", "tokenizer", "system_prompt")
+
+    model: str = "gpt"
+    model_config: Any = dataclasses.field(default=None, repr=False)
+    tokenizer: str = "bpe"
+    system_prompt: str | None = None  # None: nanocode's, listing the registered tools
     suites: Sequence[str] = SUITES
     stage: str = "latest"  # pretrain | sft | align | latest (the last of align, sft, pretrain with a checkpoint)
     checkpoint: str | None = None  # a checkpoints directory (or step directory) instead of the stage's own
@@ -128,8 +137,15 @@ class Evaluation:
                 return stage
         return "pretrain"  # loading reports that there is no checkpoint at all
 
-    def run(self, workspace: Workspace, spec: InferenceModel, *, progress: bool = True) -> dict[str, Any]:
+    @property
+    def system(self) -> str:
+        return system_prompt(build_tools()) if self.system_prompt is None else self.system_prompt
+
+    def run(self, workspace: Workspace, *, progress: bool = True) -> dict[str, Any]:
         """Run the suites; returns the whole results.json (earlier results of other suites kept)."""
+        if self.model_config is None:
+            raise ConfigError("Evaluation.model_config is not set: the stage gets the model from its Experiment")
+        spec = InferenceModel(model=self.model, model_config=self.model_config, tokenizer=self.tokenizer)
         stage = self.resolve_stage(workspace)
         loaded = load(spec, workspace, stage=stage, checkpoint=self.checkpoint, step=self.step)
         out_dir = workspace.run_dir("eval")
@@ -241,12 +257,13 @@ def run_core(ctx: SuiteContext) -> dict[str, Any]:
     }
 
 
-def humaneval_prompt(codec: ConversationCodec, prompt: str, chat: bool) -> list[int]:
+def humaneval_prompt(codec: ConversationCodec, prompt: str, chat: bool, system: str = "") -> list[int]:
     code = codec.tok.encode(prompt)
     if not chat:
         return [codec.ids["bos"], *code]
-    request = {"role": "user", "content": HUMANEVAL_REQUEST.format(prompt=prompt)}
-    return codec.render_prompt([request]) + code
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": HUMANEVAL_REQUEST.format(prompt=prompt)})
+    return codec.render_prompt(messages) + code
 
 
 def run_humaneval(ctx: SuiteContext) -> dict[str, Any]:
@@ -262,7 +279,7 @@ def run_humaneval(ctx: SuiteContext) -> dict[str, Any]:
 
     def complete(prompt: str, samples: int) -> list[str]:
         nonlocal too_long
-        ids = humaneval_prompt(codec, prompt, ctx.chat)
+        ids = humaneval_prompt(codec, prompt, ctx.chat, exp.system)
         decoders = [TurnDecoder(codec, humaneval.STOP_SEQUENCES) for _ in range(samples)]
 
         def should_end(row: int, token: int) -> bool:
@@ -305,7 +322,9 @@ def run_humaneval(ctx: SuiteContext) -> dict[str, Any]:
 
 def run_agentic(ctx: SuiteContext) -> dict[str, Any]:
     exp = ctx.exp
-    suite = AgenticEval(n_tasks=exp.agentic_tasks, seed=exp.seed, max_steps=exp.agentic_max_steps)
+    suite = AgenticEval(
+        n_tasks=exp.agentic_tasks, seed=exp.seed, max_steps=exp.agentic_max_steps, system_prompt=exp.system
+    )
     sampling = SamplingParams(exp.agentic_temperature, top_k=50 if exp.agentic_temperature else 0, seed=exp.seed)
     policy = ModelPolicy(ctx.engine(), ctx.codec, sampling=sampling, max_new_tokens=exp.agentic_max_tokens)
     m = suite.run(policy, log_path=ctx.out_dir / "agentic.jsonl", progress=ctx.progress).metrics()
@@ -338,7 +357,7 @@ def run_agentic(ctx: SuiteContext) -> dict[str, Any]:
 def run_tool_calls(ctx: SuiteContext) -> dict[str, Any]:
     exp, codec, engine = ctx.exp, ctx.codec, ctx.engine()
     tasks = RepoTasks(exp.seed, templates="heldout").tasks(exp.tool_call_prompts)
-    system = system_prompt(build_tools())
+    system = exp.system
     schemas = tool_schemas()
     records = []
     for at in range(0, len(tasks), GENERATION_ROWS):
@@ -369,7 +388,7 @@ def run_tool_calls(ctx: SuiteContext) -> dict[str, Any]:
         "metrics": {
             "valid_rate": metric(
                 valid / n,
-                "share of greedy first replies to held-out agentic requests (nanocode's system prompt + the request) "
+                "share of greedy first replies to held-out agentic requests (the experiment's system prompt + the request) "
                 f"holding a well-formed call of a known tool ({', '.join(schemas)}) with its required arguments "
                 f"(at most {exp.tool_call_max_tokens} new tokens)",
                 n,

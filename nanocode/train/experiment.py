@@ -1,15 +1,18 @@
 """What every training stage binds in gin (pretraining, SFT, preference optimisation): `Training`.
 
-The model (its registered name and Config), optimizer, mesh, tokenizer, batch sizes, horizon, seed and the cadences
-of logs, evals, samples and checkpoints; validated when gin builds the experiment, so a bad value is one line naming
-the binding before anything is read or traced. A stage subclasses it with its own fields (data, objective, where it
-starts from), registers the subclass with gin, and supplies the loop that runs it (`make_run`, a `loop.StageRun`).
+A stage's own settings: optimizer, batch sizes, horizon, seed, the cadences of logs, evals, samples and checkpoints,
+and optionally its own context length. The pieces every stage shares — the model (its registered name and Config),
+the mesh and the tokenizer — are the experiment's (`nanocode.cli.experiment.Experiment`), which hands them to each
+stage (`FROM_EXPERIMENT`); built on its own in Python, a stage takes them as arguments. Validated when built, so a bad
+value is one line naming the binding before anything is read or traced. A stage subclasses it with its own fields
+(data, objective, where it starts from), registers the subclass with gin, and supplies the loop that runs it
+(`make_run`, a `loop.StageRun`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass, replace
 from typing import Any, ClassVar, NoReturn
 
 from flax import nnx
@@ -28,12 +31,17 @@ class Training:
     for paired preference objectives); `micro_batch_size` examples go through one forward/backward."""
 
     default_horizon: ClassVar[str] = "one pass over the data"  # what num_steps = -1 means (in its error message)
+    # Fields the experiment fills in (never bound on the stage itself in gin; in Python they are arguments). Those in
+    # REQUIRED must be set before the stage runs (a system_prompt of None means none).
+    FROM_EXPERIMENT: ClassVar[tuple[str, ...]] = ("model", "model_config", "mesh", "tokenizer")
+    REQUIRED: ClassVar[tuple[str, ...]] = ("model", "model_config", "mesh", "tokenizer", "mixture")
 
-    model: str = "gpt"
-    model_config: Any = field(repr=False)  # the model class's Config (GPTConfig), compute dtype included
+    model: str = "gpt"  # a registered model name
+    model_config: Any = field(default=None, repr=False)  # the model class's Config (GPTConfig), compute dtype included
+    mesh: MeshFactory | None = field(default=None, repr=False)
+    tokenizer: str = "bpe"  # a registered tokenizer name
+    sequence_len: int | None = None  # this stage's context; None: the model config's (RoPE carries weights across)
     optimizer: OptimizerFactory = field(repr=False)
-    mesh: MeshFactory = field(repr=False)
-    tokenizer: str = "bpe"
     batch_size: int
     micro_batch_size: int | None = None  # gradient accumulation; None = batch_size
     num_steps: int = -1  # -1: the stage's own horizon (default_horizon)
@@ -53,12 +61,21 @@ class Training:
 
     def __post_init__(self):
         bad = self.invalid
-        model_class = self.model_class  # an unknown model name raises, listing the registered ones
-        for attr, cls in (("optimizer", OptimizerFactory), ("mesh", MeshFactory)):
-            if not isinstance(getattr(self, attr), cls):
-                bad(f"{attr}: expected a {cls.__name__}, got {type(getattr(self, attr)).__name__}")
-        if not isinstance(self.model_config, model_class.Config):
-            bad(f"model_config: expected a {model_class.Config.__name__}, got {type(self.model_config).__name__}")
+        if not isinstance(self.optimizer, OptimizerFactory):
+            bad(f"optimizer: expected an OptimizerFactory, got {type(self.optimizer).__name__}")
+        if self.mesh is not None and not isinstance(self.mesh, MeshFactory):
+            bad(f"mesh: expected a MeshFactory, got {type(self.mesh).__name__}")
+        if self.sequence_len is not None and self.sequence_len < 1:
+            bad(f"sequence_len = {self.sequence_len}: must be >= 1 (or None for the model config's)")
+        if self.model_config is not None:
+            model_class = self.model_class  # an unknown model name raises, listing the registered ones
+            if not isinstance(self.model_config, model_class.Config):
+                bad(f"model_config: expected a {model_class.Config.__name__}, got {type(self.model_config).__name__}")
+            if self.sequence_len is not None and self.sequence_len != self.model_config.sequence_len:
+                if not is_dataclass(self.model_config):
+                    bad(f"sequence_len: {type(self.model_config).__name__} is not a dataclass to set it in")
+                # the stage trains at its own context: its model is built with it (frozen: set once, here)
+                object.__setattr__(self, "model_config", replace(self.model_config, sequence_len=self.sequence_len))
         if self.batch_size < 1:
             bad(f"batch_size = {self.batch_size}: must be >= 1")
         if self.micro_rows < 1 or self.batch_size % self.micro_rows:
@@ -74,6 +91,15 @@ class Training:
             bad(f"peak_flops = {self.peak_flops}: must be > 0 (or None)")
         if self.remat is not None and self.remat not in REMAT_POLICIES:
             bad(f"remat = {self.remat!r}: not one of None, {', '.join(map(repr, REMAT_POLICIES))}")
+
+    def require_experiment(self) -> None:
+        """Refuse, in one line, to run a stage that still lacks what the experiment supplies."""
+        missing = [name for name in self.FROM_EXPERIMENT if getattr(self, name) is None and name in self.REQUIRED]
+        if missing:
+            self.invalid(
+                f"{missing[0]} is not set: a stage gets {', '.join(self.FROM_EXPERIMENT)} from its Experiment "
+                "(nanocode.cli.experiment), or as arguments when built in Python"
+            )
 
     # -- derived, from shapes only ----------------------------------------------------------------------------------
     @property
@@ -150,5 +176,6 @@ class Training:
 
         `on_checkpoint(step)` is called once each checkpoint is completely on disk (to copy it elsewhere, or to stop).
         """
+        self.require_experiment()
         run = self.make_run(workspace, resume=resume, force=force, progress=progress, on_checkpoint=on_checkpoint)
         return run.run()

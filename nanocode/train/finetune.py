@@ -51,10 +51,13 @@ class Finetuning(Training):
     """What every fine-tuning stage binds in gin: `Training`'s fields plus where the stage starts from."""
 
     default_horizon: ClassVar[str] = "one pass over the data"
+    FROM_EXPERIMENT: ClassVar[tuple[str, ...]] = (*Training.FROM_EXPERIMENT, "system_prompt")
 
     init_from: str = "pretrain"  # the stage whose latest checkpoint gives the initial parameters
     init_checkpoint: str | None = None  # or an explicit checkpoint directory (or step directory) instead
-    system_prompt: str | None = None  # prepended as a system message to every conversation without one
+    # The experiment's system prompt (the one chat, serve, the agent and eval use): prepended as a system message to
+    # every conversation without one. '' trains on the conversations as they are.
+    system_prompt: str | None = None
 
 
 def with_system_prompt(messages: Sequence[Message], system_prompt: str | None) -> list[Message]:

@@ -74,8 +74,9 @@ class Pretraining(Training):
     """Pretrain a registered model on a data mixture (global batch `batch_size` rows of sequence_len tokens)."""
 
     default_horizon: ClassVar[str] = "the param_data_ratio horizon"
+    FROM_EXPERIMENT: ClassVar[tuple[str, ...]] = (*Training.FROM_EXPERIMENT, "mixture")
 
-    mixture: DataMixture = field(repr=False)
+    mixture: DataMixture | None = field(default=None, repr=False)  # the experiment's data
     param_data_ratio: float = 8.0  # num_steps = -1 trains param_data_ratio x parameters tokens (nanocode's horizon)
     eval_every: int = 250  # validation bits per byte of every source of the mixture
     sample_every: int = 250
@@ -83,7 +84,7 @@ class Pretraining(Training):
 
     def __post_init__(self):
         super().__post_init__()
-        if not isinstance(self.mixture, DataMixture):
+        if self.mixture is not None and not isinstance(self.mixture, DataMixture):
             self.invalid(f"mixture: expected a DataMixture, got {type(self.mixture).__name__}")
         if self.param_data_ratio <= 0:
             self.invalid(f"param_data_ratio = {self.param_data_ratio}: must be > 0")

@@ -1,6 +1,6 @@
 """A data curriculum as a plugin: nanocode's web/code mix with a code weight that moves linearly from
 `start_code_weight` to `end_code_weight` over `steps` batches, then stays. Select it in gin with
-`import tests.plugins.curriculum` (or --plugin tests.plugins.curriculum) and `MIXTURE = @linear_curriculum()`."""
+`import tests.plugins.curriculum` (or --plugin tests.plugins.curriculum) and `Experiment.data = @linear_curriculum()`."""
 
 from nanocode.core.interfaces import DataSource
 from nanocode.core.registry import register
