@@ -48,7 +48,6 @@ class InferenceModel:
             )
 
 
-
 @dataclass
 class Loaded:
     model: nnx.Module

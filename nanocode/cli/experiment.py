@@ -93,7 +93,9 @@ class Experiment:
         if not isinstance(self.mesh, MeshFactory):
             raise ConfigError(f"Experiment.mesh: expected a mesh (e.g. @axes()), got {type(self.mesh).__name__}")
         if self.data is not None and not isinstance(self.data, DataMixture):
-            raise ConfigError(f"Experiment.data: expected a data mixture (e.g. @web_code()), got {type(self.data).__name__}")
+            raise ConfigError(
+                f"Experiment.data: expected a data mixture (e.g. @web_code()), got {type(self.data).__name__}"
+            )
         if self.system_prompt is None:
             object.__setattr__(self, "system_prompt", nanocode_system_prompt())
         for name, cls in STAGES.items():

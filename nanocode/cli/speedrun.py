@@ -87,7 +87,10 @@ def run(args: argparse.Namespace) -> int:
     stages = [s for s in chosen if s.in_experiment(experiment)]
     for s in chosen:
         if s not in stages:
-            print(f"[speedrun] {s.name}: not in this experiment (Experiment.{' / '.join(s.needs)} = None)", file=sys.stderr)
+            print(
+                f"[speedrun] {s.name}: not in this experiment (Experiment.{' / '.join(s.needs)} = None)",
+                file=sys.stderr,
+            )
     if args.list:
         for s in stages:
             print(f"{s.name:<16} {'done' if marker(workspace, s).exists() else 'todo'}")

@@ -130,7 +130,9 @@ def parse(
         raise ConfigError(message) from e
 
 
-_MISSING_ARGUMENTS = re.compile(r"(\w+)\.__init__\(\) missing \d+ required (?:keyword-only |positional )?arguments?: (.+)")
+_MISSING_ARGUMENTS = re.compile(
+    r"(\w+)\.__init__\(\) missing \d+ required (?:keyword-only |positional )?arguments?: (.+)"
+)
 
 
 def unbound(exc: BaseException) -> str | None:

@@ -57,4 +57,3 @@ class Workspace:
     @property
     def report_dir(self) -> Path:
         return self.model_dir / "report"
-
