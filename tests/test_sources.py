@@ -33,6 +33,18 @@ def test_builtin_sources_are_registered():
     assert StackV2Python().url(79).endswith("smohammadi/the-stack-v2-python-shuffle/resolve/main/shard_00079.parquet")
 
 
+def test_hf_endpoint_moves_every_hub_address(monkeypatch):
+    """$HF_ENDPOINT (a mirror) replaces https://huggingface.co in the shard and conversation-set addresses."""
+    from nanocode.data.sft import hub_file_url
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9/hf/")
+    assert FineWebEdu().url(1) == (
+        "http://127.0.0.1:9/hf/datasets/karpathy/fineweb-edu-100b-shuffle/resolve/main/shard_00001.parquet"
+    )
+    assert hub_file_url(None, "me/set", "a.jsonl") == "http://127.0.0.1:9/hf/datasets/me/set/resolve/main/a.jsonl"
+    assert hub_file_url("http://m/{repo}--{file}", "me/set", "a.jsonl") == "http://m/me/set--a.jsonl"
+
+
 def test_remote_source_downloads_into_the_workspace(server):
     source = FineWebEdu(num_shards=3, base_url=server.base_url, workers=2)
     assert source.directory == Workspace().data_dir("fineweb_edu")

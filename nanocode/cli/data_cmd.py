@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shards", type=int, help="shards to download, the last one for validation (-1 = all)")
     parser.add_argument("--workers", type=int, help="parallel downloads")
     parser.add_argument(
-        "--base_url", help="download from this mirror instead (shard i = BASE_URL/shard_{i:05d}.parquet)"
+        "--base_url",
+        help="download from this mirror instead (shard i = BASE_URL/shard_{i:05d}.parquet; $HF_ENDPOINT also works)",
     )
     parser.add_argument("--dir", help="shard directory (default: $NANOCODE_BASE_DIR/base_data/<dataset>)")
     parser.add_argument("--max_docs", type=int, help="built sources: keep at most this many documents")

@@ -22,7 +22,7 @@ from nanocode.core.kinds import PREFERENCE_DATASETS
 from nanocode.core.workspace import Workspace
 from nanocode.data.conversation import ConversationCodec, ConversationError, Message, validate_messages
 from nanocode.data.download import download_file
-from nanocode.data.sft import HF_URL
+from nanocode.data.sft import hub_file_url
 
 
 @dataclass
@@ -112,7 +112,7 @@ class HubPreferences(JSONLPreferences):
     """Preference JSONL in the Hugging Face layout, downloaded into the workspace."""
 
     def __init__(
-        self, repo: str, train_file: str, test_file: str, base_url: str = HF_URL, directory: str | None = None
+        self, repo: str, train_file: str, test_file: str, base_url: str | None = None, directory: str | None = None
     ):
         self.repo, self.train_file, self.test_file, self.base_url = repo, train_file, test_file, base_url
         self.directory = Path(directory) if directory else Workspace().sft_data_dir(repo.split("/")[-1])
@@ -122,12 +122,12 @@ class HubPreferences(JSONLPreferences):
         for file in (self.train_file, self.test_file):
             if not (self.directory / file).is_file():
                 download_file(
-                    self.base_url.format(repo=self.repo, file=file), self.directory / file, validate=read_preferences
+                    hub_file_url(self.base_url, self.repo, file), self.directory / file, validate=read_preferences
                 )
 
 
 @PREFERENCE_DATASETS.register("nanocode_tulu_selfoss_evol_preference")
-def nanocode_tulu_selfoss_evol_preference(base_url: str = HF_URL, directory: str | None = None) -> HubPreferences:
+def nanocode_tulu_selfoss_evol_preference(base_url: str | None = None, directory: str | None = None) -> HubPreferences:
     """nanocode's short-rollout pairs: chosen = SOUL-restyled, rejected = original."""
     return HubPreferences(
         "smohammadi/nanocode-tulu-selfoss-evol-preference",
@@ -139,7 +139,7 @@ def nanocode_tulu_selfoss_evol_preference(base_url: str = HF_URL, directory: str
 
 
 @PREFERENCE_DATASETS.register("nanocode_long_context_preference")
-def nanocode_long_context_preference(base_url: str = HF_URL, directory: str | None = None) -> HubPreferences:
+def nanocode_long_context_preference(base_url: str | None = None, directory: str | None = None) -> HubPreferences:
     """nanocode's long-context pairs: rejected = first failing attempt, chosen = the revision that passed."""
     return HubPreferences(
         "smohammadi/nanocode-long-context-preference",

@@ -16,6 +16,7 @@ from nanocode.core.errors import ConfigError, DataError
 from nanocode.core.kinds import DATA_SOURCES
 from nanocode.data import parquet
 from nanocode.data.download import DownloadJob, download_many
+from nanocode.data.hub import dataset_url
 from nanocode.data.sources import ParquetSource
 
 PARQUET_MAGIC = b"PAR1"
@@ -44,14 +45,15 @@ def verify_shard(path: str | Path) -> None:
 
 
 class RemoteParquetSource(ParquetSource):
-    """Shards downloaded from `base_url`: shard i is `{base_url}/shard_{i:05d}.parquet`.
+    """Shards downloaded from `base_url` (default: the dataset `REPO` on the Hub, $HF_ENDPOINT honoured): shard i is
+    `{base_url}/shard_{i:05d}.parquet`.
 
     `base_url` may instead be a template with `{index}` (and/or `{name}`, the shard file name), for mirrors with
     another layout. `num_shards = -1` means every shard the dataset has.
     """
 
     name = "remote"
-    BASE_URL = ""
+    REPO = ""  # the Hugging Face dataset that hosts the shards
     MAX_SHARDS = 0  # shards the hosted dataset has
 
     def __init__(
@@ -64,7 +66,7 @@ class RemoteParquetSource(ParquetSource):
         timeout: float = 60.0,
     ):
         super().__init__(directory)
-        self.base_url = base_url or self.BASE_URL
+        self.base_url = base_url or dataset_url(self.REPO)
         self.num_shards = self.MAX_SHARDS if num_shards == -1 else num_shards
         if not 2 <= self.num_shards <= self.MAX_SHARDS:
             raise ConfigError(
@@ -121,7 +123,7 @@ class FineWebEdu(RemoteParquetSource):
     """FineWeb-EDU 100B, shuffled (karpathy/fineweb-edu-100b-shuffle): educational English web text, 1,823 shards."""
 
     name = "fineweb_edu"
-    BASE_URL = "https://huggingface.co/datasets/karpathy/fineweb-edu-100b-shuffle/resolve/main"
+    REPO = "karpathy/fineweb-edu-100b-shuffle"
     MAX_SHARDS = 1823
 
 
@@ -130,5 +132,5 @@ class StackV2Python(RemoteParquetSource):
     """The Stack v2, Python files only, shuffled (smohammadi/the-stack-v2-python-shuffle): 80 shards."""
 
     name = "stack_v2_python"
-    BASE_URL = "https://huggingface.co/datasets/smohammadi/the-stack-v2-python-shuffle/resolve/main"
+    REPO = "smohammadi/the-stack-v2-python-shuffle"
     MAX_SHARDS = 80

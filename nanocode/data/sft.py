@@ -23,8 +23,12 @@ from nanocode.core.kinds import SFT_DATASETS
 from nanocode.core.workspace import Workspace
 from nanocode.data.conversation import ConversationCodec, ConversationError, Message, validate_messages
 from nanocode.data.download import download_file
+from nanocode.data.hub import dataset_url
 
-HF_URL = "https://huggingface.co/datasets/{repo}/resolve/main/{file}"
+
+def hub_file_url(template: str | None, repo: str, file: str) -> str:
+    """`file` of dataset `repo`: on the Hub, or where a mirror's {repo}/{file} template says."""
+    return dataset_url(repo, file) if template is None else template.format(repo=repo, file=file)
 
 
 def read_jsonl(path: str | Path) -> list[list[Message]]:
@@ -87,10 +91,11 @@ class JSONLConversations(ConversationDataset):
 
 @SFT_DATASETS.register("hub_conversations")
 class HubConversations(JSONLConversations):
-    """A conversation dataset in the Hugging Face layout (`resolve/main/<file>`), downloaded to the workspace."""
+    """A conversation dataset in the Hugging Face layout (`resolve/main/<file>`), downloaded to the workspace.
+    `base_url`: a template with {repo} and {file} for a mirror of another layout (default: the Hub, $HF_ENDPOINT)."""
 
     def __init__(
-        self, repo: str, train_file: str, test_file: str, base_url: str = HF_URL, directory: str | None = None
+        self, repo: str, train_file: str, test_file: str, base_url: str | None = None, directory: str | None = None
     ):
         self.repo, self.train_file, self.test_file, self.base_url = repo, train_file, test_file, base_url
         self.directory = Path(directory) if directory else Workspace().sft_data_dir(repo.split("/")[-1])
@@ -101,11 +106,11 @@ class HubConversations(JSONLConversations):
         for file in (self.train_file, self.test_file):
             dest = self.directory / file
             if not dest.is_file():
-                download_file(self.base_url.format(repo=self.repo, file=file), dest, validate=validate_jsonl)
+                download_file(hub_file_url(self.base_url, self.repo, file), dest, validate=validate_jsonl)
 
 
 @SFT_DATASETS.register("nanocode_tulu_selfoss_evol")
-def nanocode_tulu_selfoss_evol(base_url: str = HF_URL, directory: str | None = None) -> HubConversations:
+def nanocode_tulu_selfoss_evol(base_url: str | None = None, directory: str | None = None) -> HubConversations:
     """nanocode's ~120K short tool-call rollouts restyled to the SOUL (smohammadi/nanocode-tulu-selfoss-evol)."""
     return HubConversations(
         "smohammadi/nanocode-tulu-selfoss-evol", "all_train.jsonl", "all_test.jsonl", base_url, directory
@@ -113,7 +118,7 @@ def nanocode_tulu_selfoss_evol(base_url: str = HF_URL, directory: str | None = N
 
 
 @SFT_DATASETS.register("nanocode_long_context")
-def nanocode_long_context(base_url: str = HF_URL, directory: str | None = None) -> HubConversations:
+def nanocode_long_context(base_url: str | None = None, directory: str | None = None) -> HubConversations:
     """nanocode's ~2K long multi-turn agentic rollouts (smohammadi/nanocode-long-context)."""
     return HubConversations(
         "smohammadi/nanocode-long-context", "rollouts_train.jsonl", "rollouts_test.jsonl", base_url, directory
