@@ -7,8 +7,15 @@ import pytest
 
 from nanocode.core.errors import DataError
 from nanocode.data import parquet
-from nanocode.data.embedded import MANIFEST, EmbeddedCode, EmbeddedProse, module_docstrings, stdlib_files
+from nanocode.data.embedded import (
+    MANIFEST,
+    EmbeddedCode,
+    EmbeddedProse,
+    module_docstrings,
+    stdlib_files,
+)
 
+SPLITS = ("train", "val")
 SMALL = dict(max_docs=40, docs_per_shard=16, val_fraction=0.1)  # 36 train docs in 3 shards + 4 val docs
 
 
@@ -104,8 +111,9 @@ def test_changed_parameters_rebuild(tmp_path):
 def test_max_chars_caps_the_corpus(tmp_path):
     source = EmbeddedCode(str(tmp_path / "c"), max_chars=100_000, docs_per_shard=8)
     source.prepare(progress=False)
-    docs = texts(source, "train") + texts(source, "val")
-    assert sum(map(len, docs)) >= 100_000 > sum(map(len, docs[:-1]))  # stops at the document that crosses the cap
+    read = [doc.text for doc in source.documents()]  # in reading order: train and validation interleaved
+    assert sum(map(len, read)) >= 100_000 > sum(map(len, read[:-1]))  # stops at the document that crosses the cap
+    assert sorted(texts(source, "train") + texts(source, "val")) == sorted(read)
 
 
 def test_chunking_reassembles_and_respects_the_bound():
@@ -115,3 +123,66 @@ def test_chunking_reassembles_and_respects_the_bound():
     pieces = chunk(text, 500)
     assert max(map(len, pieces)) <= 500
     assert "".join(pieces) == text[:-1]  # only whitespace-only pieces (here the final newline) are dropped
+
+
+def _on_modules(cls, modules, topics=()):
+    """The source over these stdlib modules (and pydoc topics) alone: both sources then cover the same modules."""
+
+    class OnModules(cls):
+        def keys(self):
+            return [k for k in super().keys() if k.removeprefix("module:") in modules or k in topics]
+
+    return OnModules
+
+
+def test_a_module_is_validation_in_both_sources_or_in_neither(tmp_path):
+    """A module's source contains its docstrings: validation of one source must not be training text of the other."""
+    files = stdlib_files()[::5]  # ~120 modules from all over the stdlib
+    modules = set(files)
+    topics = {"topic:assert", "topic:for", "topic:if", "topic:while", "topic:with", "topic:yield"}
+    params = dict(val_fraction=0.2, docs_per_shard=32, seed=7)
+    code = _on_modules(EmbeddedCode, modules)(str(tmp_path / "c"), **params)
+    prose = _on_modules(EmbeddedProse, modules, topics)(str(tmp_path / "p"), **params)
+    code.prepare(progress=False)
+    prose.prepare(progress=False)
+
+    def units(source, split):
+        """The modules (or topics) whose documents are in this split: each document's text names its origin."""
+        origin = {}
+        for key in source.keys():
+            text = source.document(key)
+            if text:
+                origin.setdefault(text, set()).add(key.removeprefix("module:"))
+        found = [origin[text] for text in texts(source, split)]
+        return set().union(*(u for u in found if len(u) == 1))  # identical files: origin unknown, left out
+
+    code_train, code_val, prose_train, prose_val = (units(s, split) for s in (code, prose) for split in SPLITS)
+    assert not code_val & prose_train, "modules whose source is code validation but whose docstrings prose trains on"
+    assert not prose_val & code_train, "modules whose docstrings are prose validation but whose source code trains on"
+    assert code_val & prose_val and code_train & prose_train  # the two sources do share modules, in both splits
+    assert 0.1 < len(code_val) / len(code_train | code_val) < 0.3  # about val_fraction of the modules
+    assert sorted(code.manifest()["val_keys"]) == sorted(code_val)  # the manifest names what it held out
+    assert {k.removeprefix("module:") for k in prose.manifest()["val_keys"]} == prose_val
+
+
+def test_the_split_of_a_module_is_a_stable_hash_of_its_path():
+    """The same modules are held out in every process and on every machine (no salted hash()); a larger fraction
+    holds out a superset. Changing this function changes every build: bump FORMAT_VERSION with it."""
+    from nanocode.data.embedded import held_out
+
+    units = ["argparse.py", "json/decoder.py", "json/__init__.py", "email/message.py", "random.py", "topic:with"]
+    units += ["re/__init__.py", "csv.py"]
+    assert [u for u in units if held_out(u, 0.3)] == ["json/decoder.py", "topic:with", "re/__init__.py"]
+    assert [u for u in units if held_out(u, 0.2)] == ["topic:with", "re/__init__.py"]
+    assert [u for u in units if held_out(u, 0.6)] == [u for u in units if u not in ("argparse.py", "csv.py")]
+
+
+def test_a_build_of_an_older_format_is_rebuilt(tmp_path):
+    source = EmbeddedCode(str(tmp_path / "c"), **SMALL)
+    source.prepare(progress=False)
+    manifest = json.loads((tmp_path / "c" / MANIFEST).read_text())
+    manifest["params"]["format"] -= 1  # a build from before the split by module
+    (tmp_path / "c" / MANIFEST).write_text(json.dumps(manifest))
+    assert not source.is_complete()
+    source.prepare(progress=False)
+    assert source.is_complete() and "val_keys" in source.manifest()

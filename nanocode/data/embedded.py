@@ -7,12 +7,19 @@
 `prepare()` writes the usual layout (`shard_{i:05d}.parquet`, column `text`, last shard = validation). It is
 deterministic on one machine (sorted inputs, a fixed-seed shuffle) and idempotent: `manifest.json` is written last,
 atomically, so a directory without a manifest (an interrupted build) is rebuilt from scratch.
+
+The two sources overlap: a module's source contains its docstrings verbatim. So the train/validation split is made
+per module, the same for both: `held_out()` sends a module to validation when a stable hash of its path (not
+Python's salted `hash()`) falls below `val_fraction`, and then both its source (embedded_code) and its docstrings
+(embedded_prose) are validation documents, whatever the seeds and caps of either build. Sources with different
+`val_fraction`s hold out nested sets of modules: only the smaller one's validation stays unseen by the other.
 """
 
 from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 import json
 import os
 import random
@@ -20,6 +27,7 @@ import re
 import sys
 import sysconfig
 from pathlib import Path
+from typing import NamedTuple
 
 from nanocode.core.errors import DataError
 from nanocode.core.io import write_json
@@ -29,7 +37,7 @@ from nanocode.data import parquet
 from nanocode.data.sources import ParquetSource
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1  # bump when documents change, so old builds are rebuilt
+FORMAT_VERSION = 2  # bump when documents or their split change, so old builds are rebuilt (2: split by module)
 # Directories of the stdlib that are not ordinary code: test suites and their data, generated codec tables,
 # the pydoc topics (prose, used by embedded_prose), third-party packages.
 SKIP_DIRS = frozenset(
@@ -47,6 +55,22 @@ SKIP_DIRS = frozenset(
 )
 MIN_FILE_BYTES, MAX_FILE_BYTES = 100, 500_000  # the bounds The Stack v2 Python shards were filtered with
 MIN_DOCSTRING_WORDS = 8
+
+
+def held_out(unit: str, val_fraction: float) -> bool:
+    """Whether a split unit (a module's relative path, `topic:<name>`) is validation data, on every machine and run.
+
+    A stable hash of the unit mapped to [0, 1) and compared with val_fraction: about that share of units is held out,
+    and a larger fraction holds out a superset.
+    """
+    digest = hashlib.sha256(unit.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
+
+
+class Document(NamedTuple):
+    key: str
+    text: str
+    val: bool  # held out for validation
 
 
 def stdlib_root() -> Path:
@@ -109,6 +133,10 @@ class EmbeddedSource(ParquetSource):
         """The text of one candidate, or None to skip it."""
         raise NotImplementedError
 
+    def split_unit(self, key: str) -> str:
+        """What decides a key's split: the stdlib module it comes from (its relative path), shared across sources."""
+        return key
+
     # -- building ---------------------------------------------------------------------------------------------
     def params(self) -> dict:
         """Everything the shards depend on; a manifest with other params is stale."""
@@ -126,25 +154,50 @@ class EmbeddedSource(ParquetSource):
             "stdlib": str(self.root),
         }
 
-    def documents(self, *, progress: bool = False) -> list[str]:
-        """The corpus in its shuffled order, cut at max_docs documents or once max_chars characters are reached.
+    def documents(self, *, progress: bool = False) -> list[Document]:
+        """The corpus in reading order, cut at max_docs documents or once max_chars characters are reached.
 
-        Keys are shuffled before any document is read, so a small cap reads only what it keeps.
+        A key's split is fixed by its module (`held_out`), never by this build. Keys are shuffled with the seed,
+        then drawn from the two splits interleaved so that after n documents max(1, round(n * val_fraction)) are
+        validation ones (at most docs_per_shard: the validation split is one shard), so a capped build holds out
+        val_fraction of its documents. Once one split runs out the other goes on alone: an uncapped build holds
+        every document, the validation ones being exactly those of the held-out modules. Keys are shuffled before
+        any document is read, so a small cap reads only what it keeps.
         """
         keys = self.keys()
         random.Random(self.seed).shuffle(keys)
-        docs, chars = [], 0
+        pools = {False: [], True: []}
+        for key in keys:
+            pools[held_out(self.split_unit(key), self.val_fraction)].append(key)
+        pending = {val: iter(pool) for val, pool in pools.items()}
+        docs: list[Document] = []
+        n_val = chars = 0
         with Progress(len(keys), f"{self.name} documents", unit="file", enabled=progress) as bar:
-            for key in keys:
+
+            def draw(val: bool) -> Document | None:
+                for key in pending[val]:
+                    text = self.document(key)
+                    bar.update(1)
+                    if text and text.strip():
+                        return Document(key, text, val)
+                del pending[val]
+                return None
+
+            while pending:
                 if (self.max_docs is not None and len(docs) >= self.max_docs) or (
                     self.max_chars is not None and chars >= self.max_chars
                 ):
                     break
-                text = self.document(key)
-                bar.update(1)
-                if text and text.strip():
-                    docs.append(text)
-                    chars += len(text)
+                if n_val >= self.docs_per_shard:
+                    pending.pop(True, None)  # the validation shard is full: its other modules are left out
+                want_val = n_val < max(1, round((len(docs) + 1) * self.val_fraction))
+                for val in (want_val, not want_val):
+                    doc = draw(val) if val in pending else None
+                    if doc is not None:
+                        docs.append(doc)
+                        n_val += doc.val
+                        chars += len(doc.text)
+                        break
         return docs
 
     def manifest(self) -> dict | None:
@@ -165,10 +218,12 @@ class EmbeddedSource(ParquetSource):
         if self.is_complete():
             return
         docs = self.documents(progress=progress)
-        if len(docs) < 2:
-            raise DataError(f"{self.name}: only {len(docs)} documents under {self.root}; need 2 (train + val)")
-        n_val = min(self.docs_per_shard, max(1, round(len(docs) * self.val_fraction)))
-        train, val = docs[:-n_val], docs[-n_val:]
+        train, val = [d.text for d in docs if not d.val], [d.text for d in docs if d.val]
+        if not train or not val:
+            raise DataError(
+                f"{self.name}: {len(train)} train and {len(val)} validation documents under {self.root}; "
+                "need at least one of each"
+            )
         if self.max_doc_chars:
             train = [c for d in train for c in chunk(d, self.max_doc_chars)]
             val = [c for d in val for c in chunk(d, self.max_doc_chars)]
@@ -185,9 +240,10 @@ class EmbeddedSource(ParquetSource):
                 "params": self.params(),
                 "shards": [parquet.shard_name(i) for i in range(len(shards))],
                 "docs": len(docs),
-                "chars": sum(map(len, docs)),
+                "chars": sum(len(d.text) for d in docs),
                 "val_docs": len(val),
                 "val_chars": sum(map(len, val)),
+                "val_keys": sorted(d.key for d in docs if d.val),
             },
         )
 
@@ -221,6 +277,11 @@ class EmbeddedProse(EmbeddedSource):
 
     def keys(self) -> list[str]:
         return [f"topic:{t}" for t in sorted(_pydoc_topics())] + [f"module:{f}" for f in stdlib_files(self.root)]
+
+    def split_unit(self, key: str) -> str:
+        """A module's docstrings go where its source goes (embedded_code's key); a topic is a unit of its own."""
+        kind, _, name = key.partition(":")
+        return name if kind == "module" else key
 
     def document(self, key: str) -> str | None:
         kind, _, name = key.partition(":")
