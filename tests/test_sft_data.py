@@ -80,6 +80,14 @@ def test_too_long_conversations_are_dropped_and_counted(tmp_path):
     assert len(batches) == 1 and packer.stats.dropped_too_long == 1
 
 
+def test_training_data_that_never_fits_is_one_line_not_a_hang(tmp_path):
+    path = tmp_path / "long.jsonl"
+    path.write_text("".join(json.dumps(conv(i, words=400)) + "\n" for i in range(3)))
+    packer = SFTPacker(read_jsonl(path), ConversationCodec(small_tokenizer()), batch_size=2, seq_len=32)
+    with pytest.raises(DataError, match=r"none of the 3 conversations fits a row of 33 tokens"):
+        next(iter(packer))
+
+
 def test_registered_hub_datasets_use_the_real_layout():
     ds = registry.get("sft_dataset", "nanocode_tulu_selfoss_evol")(base_url="http://127.0.0.1:1/{repo}/{file}")
     assert ds.repo == "smohammadi/nanocode-tulu-selfoss-evol"

@@ -191,6 +191,7 @@ class SFTPacker:
         return self._rendered[index]
 
     def _refill(self) -> bool:
+        dropped_in_a_row = 0
         while len(self._buffer) < self.buffer_size:
             if self._cursor >= len(self._mine):
                 if not self.cycle:
@@ -202,7 +203,14 @@ class SFTPacker:
             self.stats.conversations += 1
             if rendered is None:
                 self.stats.dropped_too_long += 1
+                dropped_in_a_row += 1
+                if self.cycle and dropped_in_a_row >= len(self._mine) and not self._buffer:  # would loop forever
+                    raise DataError(
+                        f"none of the {len(self._mine)} conversations fits a row of {self.seq_len + 1} tokens "
+                        "(system prompt included): raise the context (sequence_len) or shorten the data"
+                    )
                 continue
+            dropped_in_a_row = 0
             self._buffer.append((index, *rendered))
         return True
 
