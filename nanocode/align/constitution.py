@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from nanocode.align.checks import CHECKS
-from nanocode.core.config import repo_root
+from nanocode.core.config import resource_root
 from nanocode.core.errors import ConfigError
 from nanocode.core.interfaces import Constitution, Principle
 from nanocode.core.kinds import CONSTITUTIONS
@@ -54,11 +54,12 @@ class SoulConstitution(Constitution):
     """A SOUL.md file: `## name` sections, each a principle, optionally with a programmatic check."""
 
     def __init__(self, path: str = "SOUL.md"):
-        candidates = [Path(path).expanduser(), repo_root() / path]
+        # The working directory, then the clone (or, installed from a wheel, the copy packaged with nanocode)
+        candidates = [Path(path).expanduser(), resource_root() / path]
         found = next((p for p in candidates if p.is_file()), None)
         if found is None:
             raise ConfigError(
-                f"constitution file {path!r} not found (looked in the working directory and {repo_root()})"
+                f"constitution file {path!r} not found (looked in the working directory and {resource_root()})"
             )
         self.path = found
         self._text = found.read_text(encoding="utf-8")
