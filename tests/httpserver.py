@@ -1,4 +1,5 @@
-"""A real HTTP file server on 127.0.0.1 for download tests: Range requests, and faults scripted per file.
+"""A real HTTP file server on 127.0.0.1 for download tests: Range requests, and faults scripted per file. Files
+are served at their path under the root (`a/b/c.json` at /a/b/c.json), so a tree can mirror a real host's URL paths.
 
     with FileServer(root) as server:
         server.script("shard_00001.parquet", "drop", "truncate")  # next two requests of that file misbehave
@@ -82,10 +83,10 @@ def _handler_for(server: FileServer) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_GET(self) -> None:
-            name = self.path.lstrip("/")
+            name = self.path.split("?", 1)[0].lstrip("/")
             range_header = self.headers.get("Range")
-            path = server.root / name
-            if not path.is_file() or "/" in name:
+            path = (server.root / name).resolve()
+            if not path.is_file() or server.root.resolve() not in path.parents:  # nested paths, never outside root
                 return self._reply(name, range_header, 404, b"not found")
             data = path.read_bytes()
             fault = server._next_fault(name)
