@@ -38,6 +38,17 @@ def block_size(t: int) -> int | None:
     return t // blocks if blocks > 1 and t % blocks == 0 else None
 
 
+def executed_fraction(t: int) -> float:
+    """The share of the full-square attention matmul FLOPs (forward + backward, as MFU counts them) this implementation
+    executes at t tokens: (n+1)/2n of the square with n blocks, and 7 matmuls over it instead of 6 (the backward
+    recomputes the scores). 1.0 where it runs unblocked, as `xla`."""
+    block = block_size(t)
+    if block is None:
+        return 1.0
+    n = t // block
+    return (n + 1) / (2 * n) * 7 / 6
+
+
 @ATTENTION.register("blocked")
 def blocked_attention(
     q: Float[Array, "b t h d"],

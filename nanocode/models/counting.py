@@ -13,6 +13,7 @@ from flax import nnx
 
 from nanocode.core.interfaces import LanguageModel
 from nanocode.core.kinds import MODELS
+from nanocode.models.blocked_attention import executed_fraction
 from nanocode.models.gpt import GPT
 
 
@@ -28,5 +29,16 @@ def param_counts(config, model: str | type[LanguageModel] = GPT) -> dict[str, in
 
 
 def flops_per_token(config, model: str | type[LanguageModel] = GPT) -> int:
-    """Training FLOPs per token (forward + backward): 6 * (N - embedding) + 12 * L * D * T."""
+    """Training FLOPs per token (forward + backward): 6 * (N - embedding) + 12 * L * D * T. The attention term counts
+    the full [t, t] score square whatever the implementation computes (nanochat's rule: MFU compares across them)."""
     return abstract_model(config, model).flops_per_token()
+
+
+def executed_flops_per_token(config, model: str | type[LanguageModel] = GPT) -> float:
+    """The training FLOPs per token the config's attention implementation really executes: `flops_per_token` with its
+    attention term scaled by the share of the square computed ('blocked' skips the masked triangle and recomputes the
+    scores once; the others are counted whole)."""
+    t = config.sequence_len
+    attention = 12 * config.n_layer * config.n_head * config.head_dim * t
+    fraction = executed_fraction(t) if config.attention == "blocked" else 1.0
+    return flops_per_token(config, model) - attention * (1.0 - fraction)
