@@ -201,6 +201,7 @@ def test_gin_binding_through_the_pretraining_experiment(gin_clean):
 
     tiny = ["GPTConfig.n_layer = 3", "GPTConfig.n_embd = 32", "GPTConfig.n_head = 2", "GPTConfig.n_kv_head = 2"]
     tiny += ["Pretraining.sequence_len = 16", "GPTConfig.vocab_size = 128", "Pretraining.num_steps = 2"]
+    tiny += ["Experiment.tokenizer_training = None"]  # no tokenizer is trained for a 128-id vocabulary
     tiny += ["Pretraining.batch_size = 4", "Pretraining.micro_batch_size = 2", "Pretraining.remat = 'dots'"]
     exp = load_experiment(["experiments/debug_cpu.gin"], [*tiny, "GPTConfig.scan_layers = True"]).pretraining
     assert exp.model_config.scan_layers and exp.model_config.sequence_len == 16
