@@ -55,8 +55,8 @@ STAGES: dict[str, type] = {
     "eval": Evaluation,
     "report": Report,
 }
-# A stage field whose name differs from the experiment attribute that fills it.
-SHARED_AS = {"mixture": "data"}
+# A stage field whose name differs from the experiment field that fills it (vocab_size: the model config's).
+SHARED_AS = {"mixture": "data", "vocab_size": "model_config"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,7 +120,7 @@ class Experiment:
             if have is not None and have != defaults.get(f) and have != getattr(bound, f):
                 raise ConfigError(
                     f"{type(stage).__name__}.{f} is bound on the stage, but every stage takes it from the experiment: "
-                    f"bind Experiment.{SHARED_AS.get(f, f if f != 'vocab_size' else 'model_config')} instead"
+                    f"bind Experiment.{SHARED_AS.get(f, f)} instead"
                 )
         return bound
 
