@@ -33,3 +33,16 @@ def gin_clean():
     gin.clear_config()
     yield
     gin.clear_config()
+
+
+# The longest modules, started first: under `pytest -n 2 --dist loadfile` (the README's command) each module runs on
+# one worker in collection order, so a long module collected last would leave the other worker idle at the end.
+LONGEST_FIRST = ("test_debug_learning.py", "test_plan.py", "test_flagship.py", "test_train_pretrain.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order inside each module, and of all other modules, is kept
