@@ -10,7 +10,15 @@ One user turn:
     model replies per user turn) hands the turn back to the user. When the budget is reached on a reply that makes
     a call, the call is not run: "error: step budget ... reached; the call was not run" is its result, so the
     conversation stays well-formed and nothing runs without the model being answered.
-Nothing the model emits ends the loop: every outcome is a tool result or a notice.
+Nothing the model emits ends the loop: every outcome is a tool result or a notice, and a tool that raises anyway (a
+bug, a fork tool, an ask that fails) becomes an `error: ...` result like any other.
+
+What reaches the terminal is made safe (nanocode.agents.terminal): the model's words, the tool-call line and the
+tool's output are shown with every control character escaped, so no escape sequence from the model or from a file
+clears the screen, rewrites a line or sets the clipboard. The model and the transcript get the exact text: it has
+to see a file's bytes to edit them. The tool-call line shows each value as a Python literal; a Bash command in full,
+other values up to SHOWN_ARG_CHARS characters with the number left out said (the approval question, if any, shows
+everything).
 
 The context rule is AgentSession's (old tool results become "[tool result dropped: N lines]", oldest first, then
 the oldest exchanges go). The transcript, the full conversation as it happened (nothing elided), is saved after
@@ -35,13 +43,16 @@ from nanocode.agents.agent_session import AgentSession
 from nanocode.agents.permissions import Permissions
 from nanocode.agents.policy import system_prompt
 from nanocode.agents.sandbox import Sandbox
+from nanocode.agents.terminal import escape, for_display
 from nanocode.agents.tools import Tool, ToolError, ToolResult, build_tools
 from nanocode.core.io import write_text
 from nanocode.data.conversation import Message
 from nanocode.models.engine import ContextFull
 
 SHOWN_RESULT_LINES = 8  # of a tool result, on the terminal (the model gets all of it)
-SHOWN_ARG_CHARS = 60
+SHOWN_ROW_CHARS = 1000  # of each of those lines
+SHOWN_ARG_CHARS = 200  # of an argument in the tool-call line; a Bash command is shown whole
+SHOWN_IN_FULL = ("command",)
 
 
 @dataclass
@@ -52,19 +63,30 @@ class TurnOutcome:
 
 
 def describe_call(call: Mapping[str, Any]) -> str:
-    """`Name(arg='value', ...)` with long values shortened."""
+    """`Name(arg='value', ...)`, every value a Python literal (controls escaped by repr), a long one cut with the
+    count of characters left out; a command is never cut."""
 
-    def short(value: Any) -> str:
-        text = str(value)
-        return repr(text if len(text) <= SHOWN_ARG_CHARS else text[:SHOWN_ARG_CHARS] + "…")
+    def shown(key: Any, value: Any) -> str:
+        text = value if isinstance(value, str) else str(value) if isinstance(value, (int, float)) else repr(value)
+        if len(text) <= SHOWN_ARG_CHARS or key in SHOWN_IN_FULL:
+            return repr(text)
+        return f"{text[:SHOWN_ARG_CHARS]!r}… [{len(text) - SHOWN_ARG_CHARS} more characters]"
 
-    args = call.get("args") or {}
-    return f"{call.get('name')}({', '.join(f'{k}={short(v)}' for k, v in args.items())})"
+    args = call.get("args")
+    args = args if isinstance(args, Mapping) else {"args": args} if args else {}
+    inner = ", ".join(f"{escape(str(k))}={shown(k, v)}" for k, v in args.items())
+    return escape(f"{call.get('name')}({inner})")
 
 
 def preview(text: str, lines: int = SHOWN_RESULT_LINES) -> str:
-    rows = text.splitlines() or [""]
-    shown = [f"  | {row}" for row in rows[:lines]]
+    """The first lines of a tool result for the terminal, escaped and each cut at SHOWN_ROW_CHARS, with the number
+    of lines (and characters) left out."""
+    rows = text.removesuffix("\n").split("\n")
+    shown = []
+    for row in rows[:lines]:
+        row = row.removesuffix("\r")
+        cut = f"… [{len(row) - SHOWN_ROW_CHARS} more characters]" if len(row) > SHOWN_ROW_CHARS else ""
+        shown.append(f"  | {for_display(row[:SHOWN_ROW_CHARS])}{cut}")
     if len(rows) > lines:
         shown.append(f"  | … ({len(rows) - lines} more lines)")
     return "\n".join(shown)
@@ -142,6 +164,8 @@ class AgentLoop:
         write_text(self.transcript, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
     def _say(self, text: str) -> None:
+        """Write to the terminal; everything goes through here, escaped (our own notes have nothing to escape)."""
+        text = escape(text)
         if text:
             self.out.write(text)
             self.out.flush()
@@ -219,15 +243,19 @@ class AgentLoop:
 
     def _run_tool(self, call: Mapping[str, Any]) -> ToolResult:
         """Run one call through the permissions; every failure is a result, never an exception."""
-        tool = self.tools.get(call.get("name"))
+        name = call.get("name")
+        tool = self.tools.get(name) if isinstance(name, str) else None
         if tool is None:
-            result: ToolResult = ToolError(f"unknown tool {call.get('name')!r} (tools: {', '.join(self.tools)})")
+            result: ToolResult = ToolError(f"unknown tool {name!r} (tools: {', '.join(self.tools)})")
         else:
             try:
                 result = self.permissions.call(tool, call.get("args") or {}, self.sandbox)
             except KeyboardInterrupt:
                 self._say("\n")
                 result = ToolResult("interrupted by user", is_error=True, rejected=True)
+            except Exception as e:  # a tool or an ask that raises: the model is told, the loop goes on
+                reason = (str(e).strip().split("\n") or [""])[0][:200]
+                result = ToolError(f"{name} failed: {type(e).__name__}: {reason}")
         self._say(preview(result.text) + "\n")
         return result
 

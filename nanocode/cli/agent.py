@@ -2,9 +2,12 @@
 
 Replies stream as they are generated; each tool call is shown and run in a sandbox of the workspace (paths cannot
 leave it; commands run with limits, and in namespaces where the OS allows). Edit and Bash ask first (y/n; --yes
-approves everything); a "n" gives the turn back to you. The model keeps going, tool result after tool result, until
-it answers without a call or uses --max_steps replies. When the conversation outgrows the context, old tool results
-are replaced by "[tool result dropped: N lines]", then the oldest exchanges are dropped.
+approves everything); a "n" gives the turn back to you. The question shows the whole command or edit, control
+characters escaped; a long one comes a page at a time ("m" for more), and "y" counts only once all of it was shown.
+Whatever the model or a tool prints is shown with its escape sequences made visible. The model keeps going, tool
+result after tool result, until it answers without a call or uses --max_steps replies. When the conversation
+outgrows the context, old tool results are replaced by "[tool result dropped: N lines]", then the oldest exchanges
+are dropped.
 
 The model, checkpoint and tokenizer are found as for `nanocode chat`. The transcript (nanocode's JSONL conversation
 format) goes to <tag>/agent/transcripts/ unless --transcript says where.

@@ -64,12 +64,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def describe_call(message: dict) -> str:
+    """The note under a reply that makes a tool call, escaped for the terminal (the call comes from the model)."""
+    from nanocode.agents.terminal import escape
+
     if "tool_call" in message:
         call = message["tool_call"]
         args = ", ".join(f"{k}={v!r}" for k, v in call.get("args", {}).items())
-        return f"[tool call] {call['name']}({args})  (tools run in `nanocode agent`)"
+        return escape(f"[tool call] {call['name']}({args})  (tools run in `nanocode agent`)")
     if "tool_call_error" in message:
-        return f"[malformed tool call] {message['tool_call_error']}"
+        return escape(f"[malformed tool call] {message['tool_call_error']}")
     return ""
 
 
@@ -96,12 +99,13 @@ class _StopFlag:
 
 def answer(session, text: str, out=None) -> None:
     """Send one message and stream the reply to `out` (stdout); every outcome is reported, nothing raises."""
+    from nanocode.agents.terminal import escape
     from nanocode.models.engine import ContextFull
 
     out = out or sys.stdout
 
-    def show(delta: str) -> None:
-        out.write(delta)
+    def show(delta: str) -> None:  # the model's words, with any control character shown escaped
+        out.write(escape(delta))
         out.flush()
 
     with _StopFlag() as stop:

@@ -1,10 +1,12 @@
 """The Tool interface: a name, a one-line description, an argument schema, validation, and run().
 
-A tool call arrives from the model as `name` + `args`, every value a string (the wire format renders `str(val)`).
-`Tool.__call__(args, sandbox)` is the one safe entry point: it validates the arguments (unknown, missing, ill-typed:
-integers are coerced from strings as nanocode does), runs the tool, and turns any path escape or OS error into a
-tool result, so a bad call is never an exception in the agent loop. Results are text, exactly as the model sees them;
-errors start with "error: " like nanocode's.
+A tool call arrives from the model as `name` + `args`, every value a string (the wire format renders `str(val)`);
+an OpenAI-style client may send JSON numbers, booleans, lists or null. The model is untrusted, so
+`Tool.__call__(args, sandbox)` is the one safe entry point: it validates the arguments (unknown, missing, ill-typed,
+out of range, too long: each a one-line `error: ...` naming the argument; integers are coerced from strings as
+nanocode does, booleans are not integers, null means "not given"), runs the tool, and turns any path escape, OS error
+or unexpected exception into a tool result, so a call is never an exception in the agent loop. Results are text,
+exactly as the model sees them; errors start with "error: " like nanocode's.
 
 A fork adds a tool by subclassing `Tool` and registering it: `@TOOLS.register("Ls")`. The schema serves both the
 system prompt (`prompt_template`, nanocode's own line per tool) and OpenAI-style `tools` JSON (`openai_schema`).
@@ -19,7 +21,11 @@ from typing import Any, ClassVar
 
 from nanocode.agents.sandbox import Sandbox, SandboxPathError
 
-_INT = re.compile(r"[+-]?\d+")
+_INT = re.compile(r"[+-]?\d{1,18}")  # an int64 at most: longer digit strings are refused before int() sees them
+_DIGITS = re.compile(r"[+-]?(\d+)")
+MAX_INT = 10**9
+MAX_TEXT_CHARS = 4096  # a str argument's default bound (paths, patterns); Edit and Bash raise theirs
+SHOWN_VALUE_CHARS = 40  # of a rejected value, in its error line
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,8 @@ class ToolFailure(Exception):
 
 @dataclass(frozen=True)
 class Arg:
-    """One argument of a tool. `in_prompt` False leaves it out of nanocode's one-line prompt template."""
+    """One argument of a tool. `in_prompt` False leaves it out of nanocode's one-line prompt template. An int
+    argument must lie in [minimum, maximum]; a str argument holds at most max_chars characters."""
 
     name: str
     type: type  # str or int
@@ -52,6 +59,9 @@ class Arg:
     description: str
     default: Any = None
     in_prompt: bool = True
+    minimum: int = 0
+    maximum: int = MAX_INT
+    max_chars: int = MAX_TEXT_CHARS
 
     @property
     def json_type(self) -> str:
@@ -90,29 +100,37 @@ class Tool:
 
     # -- calling --------------------------------------------------------------------------------------------------
     def validate(self, args: Mapping[str, Any]) -> ToolError | None:
-        """The first problem with `args` (unknown, missing or ill-typed argument), or None when they are fine."""
+        """The first problem with `args` (not a mapping; an unknown, missing, ill-typed, out-of-range or too long
+        argument), or None when they are fine."""
+        if not isinstance(args, Mapping):
+            return ToolError(f"the arguments of {self.name} must be named values, got {type(args).__name__}")
         known = {a.name: a for a in self.args}
         for key in args:
             if key not in known:
                 expected = ", ".join(known) or "none"
-                return ToolError(f"unknown argument '{key}' for {self.name} (arguments: {expected})")
+                return ToolError(f"unknown argument {_shown(key)} for {self.name} (arguments: {expected})")
         for arg in self.args:
-            if arg.required and arg.name not in args:
-                return ToolError(f"missing required argument '{arg.name}' for {self.name}")
-            if arg.name in args and arg.type is int and not _is_int(args[arg.name]):
-                return ToolError(f"argument '{arg.name}' must be an integer, got {str(args[arg.name])!r}")
+            value = args.get(arg.name)
+            if value is None:
+                if arg.required:
+                    return ToolError(f"missing required argument '{arg.name}' for {self.name}")
+                continue
+            problem = _check_int(arg, value) if arg.type is int else _check_text(arg, value)
+            if problem:
+                return ToolError(problem)
         return None
 
     def coerce(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """Validated args with their declared types and defaults filled in (call validate first)."""
         out = {}
         for arg in self.args:
-            if arg.name not in args:
+            value = args.get(arg.name)
+            if value is None:
                 out[arg.name] = arg.default
             elif arg.type is int:
-                out[arg.name] = int(str(args[arg.name]).strip())
+                out[arg.name] = int(str(value).strip())
             else:  # nanocode turned int-looking values into ints at parse time; a str argument gets its text back
-                out[arg.name] = str(args[arg.name])
+                out[arg.name] = str(value)
         return out
 
     def __call__(self, args: Mapping[str, Any], sandbox: Sandbox) -> ToolResult:
@@ -126,15 +144,61 @@ class Tool:
             return ToolError(str(e))
         except OSError as e:  # permissions, a file vanishing mid-call, a full disk: tell the model, do not crash
             return ToolError(e.strerror.lower() if e.strerror else str(e))
+        except Exception as e:  # a bug, or an input we did not foresee: the model gets one line, the agent goes on
+            return ToolError(f"{self.name} failed: {type(e).__name__}: {_one_line(str(e))}")
 
     def run(self, args: dict[str, Any], sandbox: Sandbox) -> ToolResult:
         raise NotImplementedError
 
 
-def _is_int(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, int) or bool(_INT.fullmatch(str(value).strip()))
+def _shown(value: Any) -> str:
+    """A value for an error line: its repr, cut (with a marker) so one huge value cannot flood the line."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_VALUE_CHARS else f"{text[:SHOWN_VALUE_CHARS]}… ({len(text)} characters)"
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    first = text.strip().split("\n")[0]
+    return first if len(first) <= limit else first[:limit] + "…"
+
+
+def _check_int(arg: Arg, value: Any) -> str | None:
+    """The one-line reason `value` is not a valid integer for `arg`, or None. Booleans are not integers; digit
+    strings longer than an int64 are refused before int() (which raises on over 4300 digits)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return f"argument '{arg.name}' must be an integer, got {type(value).__name__} {_shown(value)}"
+    if isinstance(value, str) and not _INT.fullmatch(value.strip()):
+        digits = _DIGITS.fullmatch(value.strip())
+        if digits:  # a number, but too long to be anything but an attack or a mistake
+            return (
+                f"{arg.name} must be between {arg.minimum} and {arg.maximum}, got a {len(digits.group(1))}-digit number"
+            )
+        return f"argument '{arg.name}' must be an integer, got {_shown(value)}"
+    if isinstance(value, int) and value.bit_length() > 63:
+        return f"{arg.name} must be at most {arg.maximum}, got an integer of {value.bit_length()} bits"
+    number = int(value.strip()) if isinstance(value, str) else value
+    if number < arg.minimum:
+        return f"{arg.name} must be {arg.minimum} or more"
+    if number > arg.maximum:
+        return f"{arg.name} must be at most {arg.maximum}, got {_shown(number)}"
+    return None
+
+
+def _check_text(arg: Arg, value: Any) -> str | None:
+    """The one-line reason `value` is not valid text for `arg`, or None: text, or an int64 (nanocode's parser
+    turned int-looking values into ints), at most max_chars characters, encodable as UTF-8 (no lone surrogates)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return f"argument '{arg.name}' must be text, got {type(value).__name__}"
+    if isinstance(value, int) and value.bit_length() > 63:
+        return f"argument '{arg.name}' must be text, got an integer of {value.bit_length()} bits"
+    text = str(value)
+    if len(text) > arg.max_chars:
+        return f"argument '{arg.name}' is too long ({len(text)} characters; at most {arg.max_chars})"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"argument '{arg.name}' is not valid text (character {e.start} is a lone surrogate)"
+    return None
 
 
 def number_lines(lines: list[str], start: int = 1) -> str:

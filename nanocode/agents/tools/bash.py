@@ -5,7 +5,9 @@ Formats: the merged stdout+stderr, trailing whitespace removed, or "(no output)"
 - non-zero exit: "error: command failed: exit code 2\\n<output>";
 - stopped by the sandbox: "error: command failed: timed out after 30 s" / "output exceeded 65536 bytes; command
   stopped" / "too many processes (more than 128); command stopped", then whatever output there was;
-- output cut at the sandbox bound ends with "[output truncated at N bytes]".
+- output cut at the sandbox bound ends with "[output truncated at N bytes]";
+- a command over MAX_COMMAND_CHARS characters is refused before anyone is asked to approve it (a longer one is a
+  script: the model can write it with Edit and run it).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from nanocode.agents.sandbox import Sandbox
 from nanocode.agents.tools.base import Arg, Tool, ToolError, ToolResult
 from nanocode.core.kinds import TOOLS
 
+MAX_COMMAND_CHARS = 32 * 1024
+
 
 @TOOLS.register("Bash")
 class Bash(Tool):
@@ -23,7 +27,7 @@ class Bash(Tool):
 
     name = "Bash"
     description = "Run a bash command in the workspace root and return its output (stdout and stderr)."
-    args = (Arg("command", str, True, "the bash command to run"),)
+    args = (Arg("command", str, True, "the bash command to run", max_chars=MAX_COMMAND_CHARS),)
     needs_approval = True
 
     def run(self, args: dict[str, Any], sandbox: Sandbox) -> ToolResult:
