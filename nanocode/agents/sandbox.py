@@ -1,8 +1,9 @@
 """The sandboxed workspace: tool paths stay inside one directory, and commands run contained.
 
-Paths. `Sandbox.resolve(path)` maps a tool's path argument to a real path inside `root`: relative paths are taken
-from the root, `..` components and symlinks are resolved first, and anything that ends up outside the root (or holds
-a NUL byte) raises `SandboxPathError` with a one-line reason, which the tools hand back as `error: ...`.
+Paths. Read/Edit/Grep do not go through a path string: nanocode.agents.tools.paths opens each component relative to
+the directory before it (O_NOFOLLOW, symlinks followed only while they stay under the root), so a symlink swapped
+between a check and an open cannot lead outside. `Sandbox.resolve(path)` is the string-level check for display and
+callers that only name a path: anything that resolves outside `root` (or holds a NUL byte) raises `SandboxPathError`.
 
 Commands. `Sandbox.run(command)` runs `bash -c command` (watched to its end by nanocode.agents.supervisor). Where the
 host allows (util-linux `unshare`, plus user namespaces when not root), every command gets:
