@@ -14,10 +14,15 @@ Faults (each consumes one request of its file; later requests are served normall
   error503      answer 503 Service Unavailable
 `server.always(name, fault)` applies a fault to every request of that file. `server.log` records
 (file name, Range header or None, status) for each request.
+
+Every response carries the file's ETag (a hash of its bytes on disk: rewrite the file to publish a new version) and
+a Range request with a stale `If-Range` gets the whole file with 200, as HTTP says. `FileServer(root, etags=False)`
+sends no ETag; `if_range=False` ignores If-Range (a server that resumes whatever version it has now).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from collections import defaultdict, deque
@@ -28,8 +33,9 @@ FAULTS = ("drop", "stall", "truncate", "corrupt", "ignore_range", "error503")
 
 
 class FileServer:
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, *, etags: bool = True, if_range: bool = True):
         self.root = Path(root)
+        self.etags, self.if_range = etags, if_range
         self.log: list[tuple[str, str | None, int]] = []
         self._scripts: dict[str, deque[str]] = defaultdict(deque)
         self._always: dict[str, str] = {}
@@ -84,11 +90,14 @@ def _handler_for(server: FileServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             name = self.path.split("?", 1)[0].lstrip("/")
+            self._etag = None
             range_header = self.headers.get("Range")
             path = (server.root / name).resolve()
             if not path.is_file() or server.root.resolve() not in path.parents:  # nested paths, never outside root
                 return self._reply(name, range_header, 404, b"not found")
             data = path.read_bytes()
+            etag = f'"{hashlib.sha256(data).hexdigest()[:16]}"'
+            self._etag = etag if server.etags else None
             fault = server._next_fault(name)
             if fault == "error503":
                 return self._reply(name, range_header, 503, b"try again")
@@ -101,7 +110,8 @@ def _handler_for(server: FileServer) -> type[BaseHTTPRequestHandler]:
                 data = bytes(data)
             start = 0
             match = re.fullmatch(r"bytes=(\d+)-", range_header or "")
-            if match and fault != "ignore_range":
+            stale = server.if_range and self.headers.get("If-Range") not in (None, self._etag)
+            if match and fault != "ignore_range" and not stale:
                 start = int(match.group(1))
                 if start >= len(data):
                     return self._reply(name, range_header, 416, b"", {"Content-Range": f"bytes */{len(data)}"})
@@ -120,6 +130,8 @@ def _handler_for(server: FileServer) -> type[BaseHTTPRequestHandler]:
             server.log.append((name, range_header, status))
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
+            if self._etag:
+                self.send_header("ETag", self._etag)
             for key, value in (headers or {}).items():
                 self.send_header(key, value)
             self.end_headers()

@@ -21,7 +21,7 @@ from nanocode.core.checkpoint import (
     fingerprint,
     make_meta,
 )
-from nanocode.core.errors import CheckpointError
+from nanocode.core.errors import CheckpointError, CorruptCheckpoint
 from nanocode.core.mesh import AxesMesh, activate, logical_state, with_shardings
 
 
@@ -221,3 +221,125 @@ def test_preemption_guard_turns_sigterm_into_a_flag():
         os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before the next bytecode of this thread
         assert guard.requested and guard.should_stop(1)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+# -- integrity ----------------------------------------------------------------------------------------------------
+def flip_byte(path, at=0.5):
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def largest_file(directory):
+    return max((p for p in directory.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def saved_steps(root, steps, seed=0):
+    """Steps saved from states that differ (seed + step), so a fallback is visible in the values. `big` is large
+    enough for orbax to store it out of line, in a data file whose bytes it restores without any check."""
+    states = {}
+    with Checkpointer(root) as ckpt:
+        for step in steps:
+            mesh, states[step] = train_state(AxesMesh(shape=(1, 8, 1)), seed=seed + step)
+            big = jax.random.normal(jax.random.key(seed + step), (256, 256))
+            states[step]["big"] = jax.device_put(big, NamedSharding(mesh, P("fsdp")))
+            ckpt.save(step, states[step], data={"row": step}, meta=make_meta(**META))
+        ckpt.wait()
+    return states
+
+
+def test_a_flipped_byte_in_an_array_file_is_a_one_line_error_naming_step_and_file(tmp_path):
+    root = tmp_path / "ckpt"
+    states = saved_steps(root, [4])
+    target = largest_file(root / "4" / "state")  # the arrays' data (orbax restores a flipped byte in it silently)
+    flip_byte(target)
+    with Checkpointer(root) as ckpt:
+        with pytest.raises(CorruptCheckpoint) as e:
+            ckpt.restore(4, abstract_state=states[4])
+    message = str(e.value)
+    assert "\n" not in message and "step 4" in message and str(root / "4") in message
+    flip_byte(target)  # flipped back: the same step restores and verifies again
+    with Checkpointer(root) as ckpt:
+        leaves_equal(ckpt.restore(4, abstract_state=states[4]).state, states[4])
+
+
+def test_checksums_hold_across_a_resharded_restore(tmp_path):
+    """The checksum is of the value, not of the shards: saved on (1, 8, 1), verified on (2, 2, 2)."""
+    root = tmp_path / "ckpt"
+    states = saved_steps(root, [2])
+    meta = Checkpointer(root).read_meta(2)
+    assert {"params/wi/value", "mu/emb/value", "step"} <= set(meta["array_checksums"])
+    new_mesh = AxesMesh(shape=(2, 2, 2)).make()
+
+    def on_new_mesh(x):  # the same partition specs, over the other mesh (the rng key: replicated)
+        spec = x.sharding.spec if isinstance(x.sharding, NamedSharding) else P()
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=NamedSharding(new_mesh, spec))
+
+    with Checkpointer(root) as ckpt:
+        restored = ckpt.restore(abstract_state=jax.tree.map(on_new_mesh, states[2]))
+    leaves_equal(restored.state, states[2])
+    assert restored.state["big"].sharding.mesh == new_mesh and restored.state["big"].sharding.spec == P("fsdp")
+
+
+def test_resume_falls_back_past_a_corrupt_step_with_a_warning(tmp_path, capsys):
+    root = tmp_path / "ckpt"
+    states = saved_steps(root, [3, 6])
+    flip_byte(largest_file(root / "6" / "state"))
+    checked = []
+    with Checkpointer(root) as ckpt:
+        restored = ckpt.restore(abstract_state=states[6], check=lambda meta: checked.append(meta["step"]))
+        assert restored.step == 3 and restored.data == {"row": 3} and checked == [6, 3]
+        leaves_equal(restored.state, states[3])
+        warning = capsys.readouterr().err.strip()
+        assert warning.count("\n") == 0 and "step 6" in warning and "resuming from step 3" in warning
+        assert (root / "6.corrupt").is_dir() and ckpt.steps() == [3]  # kept, not deleted, and no longer a step
+        assert ckpt.save(6, states[6])  # the resumed run can save step 6 again
+        ckpt.wait()
+        assert ckpt.steps() == [3, 6]
+
+
+def test_a_corrupt_commit_record_is_set_aside_with_a_warning(tmp_path, capsys):
+    root = tmp_path / "ckpt"
+    states = saved_steps(root, [3, 6])
+    flip_byte(root / "6" / "_CHECKPOINT_METADATA", at=0.9)  # no longer JSON
+    with Checkpointer(root) as ckpt:
+        assert ckpt.steps() == [3]
+        restored = ckpt.restore(abstract_state=states[3])
+        assert restored.step == 3
+        warning = capsys.readouterr().err
+        assert "checkpoint step 6: its commit record _CHECKPOINT_METADATA is unreadable" in warning
+        assert (root / "6.corrupt").is_dir()
+        assert ckpt.save(6, states[6])  # before: "exists but is incomplete" once training got back to step 6
+        ckpt.wait()
+        assert ckpt.steps() == [3, 6]
+
+
+def test_the_only_step_corrupt_is_an_error_and_stays_in_place(tmp_path):
+    root = tmp_path / "ckpt"
+    states = saved_steps(root, [5])
+    flip_byte(largest_file(root / "5" / "state"))
+    with Checkpointer(root) as ckpt:
+        with pytest.raises(CorruptCheckpoint, match="checkpoint step 5: array .* does not match its saved checksum"):
+            ckpt.restore(abstract_state=states[5])
+    assert (root / "5").is_dir() and not (root / "5.corrupt").exists()
+
+
+@pytest.mark.parametrize("item, edit", [("meta", ("tok123", "tok124")), ("data", ('"row": 5', '"row": 6'))])
+def test_edited_meta_or_data_position_is_detected(tmp_path, item, edit):
+    root = tmp_path / "ckpt"
+    states = saved_steps(root, [5])
+    path = root / "5" / item / "metadata"
+    assert edit[0] in path.read_text()
+    path.write_text(path.read_text().replace(*edit))  # still valid JSON: only the checksum can tell
+    with Checkpointer(root) as ckpt:
+        with pytest.raises(CorruptCheckpoint, match=f"checkpoint step 5: {path} does not match its checksum"):
+            ckpt.restore(5, abstract_state=states[5])
+
+
+def test_a_mismatched_target_is_not_taken_for_corruption(tmp_path):
+    root = tmp_path / "ckpt"
+    saved_steps(root, [3, 6])
+    with Checkpointer(root) as ckpt:
+        with pytest.raises(CheckpointError) as e:
+            ckpt.restore(abstract_state={"only": jnp.zeros((3,))})
+        assert not isinstance(e.value, CorruptCheckpoint) and ckpt.steps() == [3, 6]

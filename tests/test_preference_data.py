@@ -72,3 +72,14 @@ def test_too_few_examples_is_a_clear_error(prefs):
     codec = ConversationCodec(small_tokenizer())
     with pytest.raises(DataError, match="fewer than one batch"):
         PreferenceBatcher(read_preferences(prefs)[:1], codec, batch_size=2, seq_len=16)
+
+
+def test_desirable_must_be_a_boolean_not_a_string(tmp_path):
+    """`"desirable": "false"` is a non-empty string, which bool() would read as true: refused at file:line."""
+    path = tmp_path / "kto.jsonl"
+    record = side("an answer", 0)
+    path.write_text(json.dumps({**record, "desirable": False}) + "\n" + json.dumps({**record, "desirable": "false"}))
+    with pytest.raises(DataError, match=r"kto\.jsonl:2: not a preference record \(\"desirable\" must be true or false"):
+        read_preferences(path)
+    path.write_text(json.dumps({**record, "desirable": False}) + "\n")
+    assert [u.desirable for u in read_preferences(path)] == [False]

@@ -41,6 +41,31 @@ def test_bad_line_names_file_and_line(tmp_path):
         read_jsonl(path)
 
 
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        ('{"messages": "hi"}', "messages must be a list"),
+        ('{"messages": [{"role": "user", "content": 5}]}', "message 0: 'content' must be a string"),
+        ('{"messages": [7]}', "message 0: must be an object"),
+        ("[1, 2]", 'expected an object with "messages"'),
+    ],
+)
+def test_wrong_types_are_one_line_naming_file_and_line(tmp_path, line, reason):
+    """Types are checked when the file is read: not a traceback from deep inside rendering later."""
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(conv(0)) + "\n" + line + "\n")
+    with pytest.raises(DataError) as e:
+        read_jsonl(path)
+    assert "\n" not in str(e.value) and f"bad.jsonl:2: not a conversation ({reason}" in str(e.value)
+
+
+def test_invalid_utf8_is_one_line_naming_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(json.dumps(conv(0)).encode() + b"\n" + b'{"messages": "\xff"}\n')
+    with pytest.raises(DataError, match=r"bad\.jsonl:2: not a conversation \(UnicodeDecodeError"):
+        read_jsonl(path)
+
+
 def test_mixture_epochs(jsonl):
     ds = JSONLConversations(str(jsonl), test_fraction=0.1)
     mix = ConversationMixture([ds, ds], epochs=[1, 2], seed=0)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from nanocode import registry
+from nanocode.core.errors import ConfigError
 from nanocode.core.plugins import load_plugins
+from nanocode.core.registry import UnknownNameError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +20,10 @@ def run(args: argparse.Namespace) -> int:
     load_plugins(args.plugin)
     kinds = [args.kind] if args.kind else registry.kinds()
     for k in kinds:
-        reg = registry.kind(k)
+        try:
+            reg = registry.kind(k)
+        except UnknownNameError as e:
+            raise ConfigError(str(e)) from None
         print(f"{k}: {reg.doc}")
         for entry in reg.entries():
             print(f"  {entry.name:<24} {entry.doc}")

@@ -8,7 +8,11 @@ Each step is a Composite of three items:
 Restores go straight into the shardings of the *current* mesh (orbax reads only the slices each device needs), so a
 run saved on an 8-way FSDP mesh resumes on a (2, 2, 2) mesh. Orbax writes a step into a temporary directory and
 renames it when complete; `latest_step` additionally requires the commit record, so a save that was killed
-half-way is never resumed from. Saves are asynchronous: the arrays are copied to host memory before `save` returns
+half-way is never resumed from. Every array's checksum (`nanocode.core.checksums`: independent of the sharding) and
+one of the data position go into `meta`, which carries its own; `restore` compares them, so a flipped byte is a
+one-line CorruptCheckpoint naming the step, not silently wrong weights. `restore()` of the latest step (a resume)
+moves a corrupt step aside (`<step>.corrupt`, nothing is deleted) with a printed warning and falls back to the
+previous complete one. Saves are asynchronous: the arrays are copied to host memory before `save` returns
 (the caller may donate them to the next step at once), the files are written in the background; call `wait()`
 before the process exits.
 
@@ -28,12 +32,14 @@ before the process exits.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
 import signal
+import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +53,8 @@ from jaxtyping import PyTree
 
 from nanocode import __version__
 from nanocode.core import mesh as mesh_lib
-from nanocode.core.errors import CheckpointError
+from nanocode.core.checksums import array_checksums, is_array
+from nanocode.core.errors import CheckpointError, CorruptCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,8 @@ ITEMS = ("state", "data", "meta")
 COMMIT_FILE = "_CHECKPOINT_METADATA"  # orbax writes it into a step when the step is finalised
 # The fields that must match for a resume to make sense, and how an error names them.
 COMPATIBLE_FIELDS = {"config": "config", "tokenizer": "tokenizer fingerprint", "data_spec": "data spec fingerprint"}
+# Integrity records written into meta: per-array checksums, the data position's fingerprint, meta's own.
+ARRAYS_KEY, DATA_KEY, META_KEY = "array_checksums", "data_checksum", "meta_checksum"
 # Config bindings that may change between a save and its resume (the mesh is resharded on restore).
 RESUMABLE_BINDINGS = ("axes", "distributed_initialize")
 
@@ -111,7 +120,18 @@ class Checkpointer:
     def read_meta(self, step: int | None = None) -> dict[str, Any]:
         """The meta record of a step (default: the latest complete one), without reading the arrays."""
         step = self._complete_step(step)
-        return self._restore_items(step, meta=ocp.args.JsonRestore())["meta"]
+        return self._read_meta(step)
+
+    def _read_meta(self, step: int) -> dict[str, Any]:
+        meta = self._restore_items(step, corrupt=True, meta=ocp.args.JsonRestore())["meta"]
+        if not isinstance(meta, dict):
+            raise CorruptCheckpoint(f"checkpoint step {step}: {self._file(step, 'meta', 'metadata')} is not a record")
+        saved = meta.get(META_KEY)
+        if saved is not None and fingerprint({k: v for k, v in meta.items() if k != META_KEY}) != saved:
+            raise CorruptCheckpoint(
+                f"checkpoint step {step}: {self._file(step, 'meta', 'metadata')} does not match its checksum (corrupt)"
+            )
+        return meta
 
     # -- save / restore -------------------------------------------------------------------------------------------
     def save(
@@ -126,11 +146,18 @@ class Checkpointer:
             raise CheckpointError(f"checkpoint {path} exists but is incomplete; delete it to save step {step} again")
         if step in self._manager.all_steps():  # this run's async save of it is still being written
             return False
-        meta = {**(meta or {}), "step": step, "nanocode_version": __version__}
+        data = _jsonable(dict(data or {}), "data state")
+        meta = _jsonable({**(meta or {}), "step": step, "nanocode_version": __version__}, "meta")
+        leaves = array_leaves(state)
+        sums = array_checksums(x for _, x in leaves)  # before returning: the caller may donate the arrays next
+        meta[ARRAYS_KEY] = {
+            path: {"checksum": c, "shape": list(x.shape), "dtype": str(x.dtype)}
+            for (path, x), c in zip(leaves, sums, strict=True)
+        }
+        meta[DATA_KEY] = fingerprint(data)
+        meta[META_KEY] = fingerprint(meta)
         args = ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave(_jsonable(dict(data or {}), "data state")),
-            meta=ocp.args.JsonSave(_jsonable(meta, "meta")),
+            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data), meta=ocp.args.JsonSave(meta)
         )
         try:
             return bool(self._manager.save(step, args=args, force=True))
@@ -138,21 +165,63 @@ class Checkpointer:
             raise CheckpointError(f"saving step {step} to {self.directory}: {_first_line(e)}") from e
 
     def restore(
-        self, step: int | None = None, abstract_state: PyTree | None = None, *, mesh: Mesh | None = None
+        self,
+        step: int | None = None,
+        abstract_state: PyTree | None = None,
+        *,
+        mesh: Mesh | None = None,
+        check: Callable[[dict[str, Any]], Any] | None = None,
     ) -> Restored:
-        """Restore a step (default: the latest complete one) into the shardings that `abstract_state` carries.
+        """Restore a step into the shardings that `abstract_state` carries, verifying every checksum.
 
         `abstract_state` may hold live arrays (their shardings are the targets), or ShapeDtypeStructs with a sharding
         (`mesh.with_shardings(...)`), or logical nnx Variables (`mesh.logical_state(...)`, resolved through the
         rules); see `restore_targets`. Without it the arrays come back as they were saved (same devices only).
+        `check(meta)` runs on the step's meta before any array is read (e.g. `check_compatible`); what it raises
+        propagates. With step=None (a resume) a corrupt latest step is moved aside with a printed warning and the
+        previous complete step is restored instead; a given step that is corrupt raises CorruptCheckpoint.
         """
-        step = self._complete_step(step)
-        if abstract_state is None:
-            state_args = ocp.args.StandardRestore()
-        else:
-            state_args = ocp.args.StandardRestore(restore_targets(abstract_state, mesh))
-        items = self._restore_items(step, state=state_args, data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore())
-        return Restored(step=step, state=items["state"], data=dict(items["data"] or {}), meta=dict(items["meta"] or {}))
+        targets = None if abstract_state is None else restore_targets(abstract_state, mesh)
+        if step is not None:
+            return self._restore_step(self._complete_step(step), targets, check)
+        self._set_aside_unreadable_commits()
+        steps = self.steps()
+        if not steps:
+            raise CheckpointError(f"no complete checkpoint in {self.directory}")
+        for i in reversed(range(len(steps))):
+            try:
+                return self._restore_step(steps[i], targets, check)
+            except CorruptCheckpoint as e:
+                if i == 0:
+                    raise
+                moved = self._set_aside(steps[i])
+                _warn(f"{e}; moved it to {moved}, resuming from step {steps[i - 1]} instead")
+        raise AssertionError("unreachable")
+
+    def _restore_step(self, step: int, targets: PyTree | None, check: Callable | None) -> Restored:
+        meta = self._read_meta(step)
+        if check is not None:
+            check(meta)
+        record = meta.get(ARRAYS_KEY) or {}
+        # A read error is corruption only when the target is what was saved (else it is the caller's mismatch).
+        fits = bool(record) and (targets is None or _fits(targets, record))
+        state_args = ocp.args.StandardRestore(targets) if targets is not None else ocp.args.StandardRestore()
+        items = self._restore_items(step, corrupt=fits, state=state_args, data=ocp.args.JsonRestore())
+        data = items["data"] if items["data"] is not None else {}
+        if DATA_KEY in meta and fingerprint(data) != meta[DATA_KEY]:
+            raise CorruptCheckpoint(
+                f"checkpoint step {step}: {self._file(step, 'data', 'metadata')} does not match its checksum (corrupt)"
+            )
+        self._verify_arrays(step, items["state"], record)
+        return Restored(step=step, state=items["state"], data=dict(data), meta=meta)
+
+    def _verify_arrays(self, step: int, state: PyTree, record: Mapping[str, Any]) -> None:
+        path = _mismatch(state, record)
+        if path is not None:
+            raise CorruptCheckpoint(
+                f"checkpoint step {step}: array {path} does not match its saved checksum "
+                f"({self._file(step, 'state')} is corrupt)"
+            )
 
     def _complete_step(self, step: int | None) -> int:
         steps = self.steps()
@@ -161,20 +230,49 @@ class Checkpointer:
                 raise CheckpointError(f"no complete checkpoint in {self.directory}")
             return steps[-1]
         if int(step) not in steps:
-            raise CheckpointError(
-                f"no complete checkpoint for step {step} in {self.directory} (complete: {', '.join(map(str, steps)) or 'none'})"
-            )
+            complete = ", ".join(map(str, steps)) or "none"
+            raise CheckpointError(f"no complete checkpoint for step {step} in {self.directory} (complete: {complete})")
         return int(step)
 
-    def _restore_items(self, step: int, **items: Any) -> Any:
+    def _restore_items(self, step: int, *, corrupt: bool, **items: Any) -> Any:
         try:
             return self._manager.restore(step, args=ocp.args.Composite(**items))
         except CheckpointError:
             raise
         except Exception as e:  # orbax/tensorstore raise many types, with multi-line messages
-            raise CheckpointError(
-                f"restoring step {step} from {self.directory}: {type(e).__name__}: {_first_line(e)}"
-            ) from e
+            kind = CorruptCheckpoint if corrupt else CheckpointError
+            error = kind(f"restoring step {step} from {self._file(step)}: {type(e).__name__}: {_first_line(e)}")
+        _drop_abandoned_reads()
+        raise error
+
+    def _file(self, step: int, *parts: str) -> Path:
+        return self.directory.joinpath(str(step), *parts)
+
+    # -- corrupt steps are moved aside, never deleted -------------------------------------------------------------
+    def _set_aside(self, step: int) -> Path:
+        """Rename a step directory to `<step>.corrupt` (not a step name: listings and orbax ignore it), so the
+        resumed run can save that step again; every process then sees the same steps."""
+        source = self._file(step)
+        target = source.with_name(f"{step}.corrupt")
+        n = 1
+        while target.exists():
+            target, n = source.with_name(f"{step}.corrupt.{n}"), n + 1
+        if jax.process_index() == 0:
+            source.rename(target)
+        if jax.process_count() > 1:
+            ocp.multihost.sync_global_processes(f"nanocode_set_aside_{step}")
+        self._manager.reload()
+        return target
+
+    def _set_aside_unreadable_commits(self) -> None:
+        """Steps newer than the latest complete one whose commit record is not JSON: a resume would save them
+        again and find the directory taken, so they go aside too (with a warning)."""
+        steps = self.steps()
+        latest = steps[-1] if steps else -1
+        for step in unreadable_commits(self.directory):
+            if step > latest:
+                moved = self._set_aside(step)
+                _warn(f"checkpoint step {step}: its commit record {COMMIT_FILE} is unreadable; moved it to {moved}")
 
     # -- preemption and shutdown ----------------------------------------------------------------------------------
     def reached_preemption(self, step: int) -> bool:
@@ -196,13 +294,86 @@ class Checkpointer:
         self.close()
 
 
+def _commit_record(path: Path) -> dict | None:
+    """A step's commit record; None when absent; raises ValueError when present but not a JSON object."""
+    try:
+        text = (path / COMMIT_FILE).read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(str(e)) from e
+    record = json.loads(text)
+    if not isinstance(record, dict):
+        raise ValueError(f"{COMMIT_FILE} is not a JSON object")
+    return record
+
+
 def _is_complete(path: Path) -> bool:
     """A finalised orbax step: its commit record carries a commit time and every item directory is there."""
     try:
-        record = json.loads((path / COMMIT_FILE).read_text())
-    except (OSError, ValueError):
+        record = _commit_record(path)
+    except ValueError:
         return False
-    return bool(record.get("commit_timestamp_nsecs")) and all((path / item).is_dir() for item in ITEMS)
+    return bool(record and record.get("commit_timestamp_nsecs")) and all((path / item).is_dir() for item in ITEMS)
+
+
+def unreadable_commits(directory: str | Path) -> list[int]:
+    """Step directories whose commit record exists but is not JSON (a corrupt file, not a save in progress)."""
+    directory = Path(directory)
+    out = []
+    for p in directory.iterdir() if directory.is_dir() else ():
+        if p.name.isdigit():
+            try:
+                _commit_record(p)
+            except ValueError:
+                out.append(int(p.name))
+    return sorted(out)
+
+
+def array_leaves(tree: PyTree) -> list[tuple[str, Any]]:
+    """(path, array) of every array in a state tree; the path joins the key names ('params/wi/value'), the same
+    for a live nnx State, a TrainState dataclass, abstract targets and the nested dicts orbax restores untargeted."""
+    return [
+        ("/".join(_key_name(k) for k in path), x)
+        for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+        if is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
+    ]
+
+
+def _key_name(key: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _same_layout(x: Any, saved: Mapping[str, Any] | None) -> bool:
+    """Whether an array can be compared with its record: same shape and dtype (a restore may cast on purpose)."""
+    return saved is not None and list(x.shape) == list(saved["shape"]) and str(x.dtype) == saved["dtype"]
+
+
+def _fits(targets: PyTree, record: Mapping[str, Any]) -> bool:
+    """The restore targets are exactly the saved arrays (paths and shapes)."""
+    leaves = array_leaves(targets)
+    return len(leaves) == len(record) and all(
+        p in record and list(x.shape) == list(record[p]["shape"]) for p, x in leaves
+    )
+
+
+def _drop_abandoned_reads() -> None:
+    """After a failed restore, orbax leaves the reads of the other shards as suspended coroutines that print a
+    traceback each ("Exception ignored in ...") whenever they are garbage collected: collect them now, quietly."""
+    hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+
+
+def _warn(text: str) -> None:
+    """A resume that skips a corrupt step says so on stderr, whatever the logging setup."""
+    if jax.process_index() == 0:
+        print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
 def complete_steps(directory: str | Path) -> list[int]:
@@ -214,6 +385,37 @@ def complete_steps(directory: str | Path) -> list[int]:
     if not directory.is_dir():
         return []
     return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and _is_complete(p))
+
+
+def verify_arrays(step_dir: str | Path, tree: PyTree) -> None:
+    """Check arrays read from step directory `step_dir` by another route (e.g. a partial restore of only the
+    `params`, rooted as saved: `{"params": ...}`) against the checksums saved in its meta; CorruptCheckpoint on a
+    mismatch or an unreadable meta. A step without a meta or without checksums (saved before them) is not checked."""
+    step_dir = Path(step_dir)
+    meta_file = step_dir / "meta" / "metadata"
+    try:
+        meta = json.loads(meta_file.read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as e:
+        raise CorruptCheckpoint(f"{meta_file}: unreadable ({type(e).__name__}: {_first_line(e)})") from None
+    path = _mismatch(tree, meta.get(ARRAYS_KEY) if isinstance(meta, dict) else None)
+    if path is not None:
+        raise CorruptCheckpoint(
+            f"checkpoint {step_dir}: array {path} does not match its saved checksum ({step_dir / 'state'} is corrupt)"
+        )
+
+
+def _mismatch(tree: PyTree, record: Mapping[str, Any] | None) -> str | None:
+    """The path of the first array whose checksum differs from its record (arrays without one are not checked:
+    a checkpoint from before checksums were recorded, or a restore that casts)."""
+    if not record:
+        return None
+    leaves = [(p, x) for p, x in array_leaves(tree) if is_array(x) and _same_layout(x, record.get(p))]
+    for (path, _), got in zip(leaves, array_checksums(x for _, x in leaves), strict=True):
+        if got != record[path]["checksum"]:
+            return path
+    return None
 
 
 def restore_targets(tree: PyTree, mesh: Mesh | None = None) -> PyTree:
@@ -406,6 +608,7 @@ def _jsonable(obj: Any, what: str) -> Any:
         raise CheckpointError(f"checkpoint {what} is not JSON: {e}") from e
 
 
-def _first_line(e: BaseException) -> str:
+def _first_line(e: BaseException, limit: int = 300) -> str:
     text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    line = text.splitlines()[0].split(" See full TensorStore details")[0].rstrip(".") if text else type(e).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."

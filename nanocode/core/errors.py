@@ -17,6 +17,10 @@ class CheckpointError(NanocodeError):
     """A checkpoint that is missing, incomplete or does not match the experiment."""
 
 
+class CorruptCheckpoint(CheckpointError):
+    """A checkpoint step whose files do not read back as they were written (checksum mismatch, unreadable file)."""
+
+
 class StageInterrupted(NanocodeError):
     """A training stage stopped early on request (SIGTERM, preemption, Ctrl-C) after saving a checkpoint.
 

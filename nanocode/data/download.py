@@ -1,15 +1,20 @@
 """Robust HTTP downloads on the standard library: resume, retry, validate, then rename into place.
 
-A download writes `<dest>.partial`. A dropped connection keeps the partial file and the next attempt asks for the
-rest with an HTTP Range request (a server that ignores Range sends the whole file again, and we start over). Only a
-file that has the announced length, the expected sha256 and passes `validate` is renamed to `dest`, so a later run
-can trust any file it finds at a final path; a file that fails those checks is deleted, never kept.
+A download writes `<dest>.partial`, and beside it `<dest>.partial.json`: the ETag and size of the remote version
+those bytes came from. A dropped connection keeps the partial file and the next attempt asks for the rest with an
+HTTP Range request and `If-Range: <etag>`; when the remote file has changed since (another ETag or size, whether the
+server says so with a full 200 or we see it in its 206), the attempt starts over from byte 0, so a file never mixes
+two versions. A partial file without that record (whose version is unknown) is not resumed. A file larger than
+`max_bytes` (announced, or as received) is refused at once. Only a file that has the announced length, the expected
+sha256 and passes `validate` is renamed to `dest`, so a later run can trust any file it finds at a final path; a file
+that fails those checks is deleted, never kept.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import re
 import threading
@@ -23,10 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from nanocode.core.errors import DataError
+from nanocode.core.io import write_json
 from nanocode.core.progress import Progress
 
 USER_AGENT = "nanocode-downloader/0.1 (+urllib)"
 CHUNK_BYTES = 1 << 20
+# No single file nanocode downloads comes near this (a pretraining shard is ~100 MB, a conversation set < 1 GB): a
+# larger one is a wrong URL or a hostile server filling the disk.
+MAX_BYTES = 8 << 30
 # HTTP statuses worth retrying: timeouts, rate limits and server-side failures. Any other 4xx is final.
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -57,6 +66,24 @@ def partial_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".partial")
 
 
+def origin_path(partial: Path) -> Path:
+    """The record of which remote version (ETag, size) a partial file's bytes came from."""
+    return partial.with_name(partial.name + ".json")
+
+
+def _read_origin(partial: Path) -> dict | None:
+    try:
+        origin = json.loads(origin_path(partial).read_text())
+    except (OSError, ValueError):
+        return None
+    return origin if isinstance(origin, dict) else None
+
+
+def _discard(partial: Path) -> None:
+    partial.unlink(missing_ok=True)
+    origin_path(partial).unlink(missing_ok=True)
+
+
 def download_file(
     url: str,
     dest: str | Path,
@@ -68,13 +95,15 @@ def download_file(
     validate: Callable[[Path], Any] | None = None,
     sha256: str | None = None,
     cancel: threading.Event | None = None,
+    max_bytes: int | None = MAX_BYTES,
 ) -> Path:
     """Download `url` to `dest` (skipped when `dest` already exists).
 
     Up to `retries` retries after the first attempt, sleeping `backoff * 2**k` seconds (at most `max_backoff`)
     between them. `timeout` bounds every socket operation, so a stalled connection counts as a failed attempt.
-    Raises a one-line DataError when every attempt failed; then nothing is left at `dest` or `dest.partial`
-    except a partial file that is still a valid prefix (the next run resumes it).
+    Raises a one-line DataError when every attempt failed, or at once for a file over `max_bytes` (None: no cap);
+    then nothing is left at `dest` or `dest.partial` except a partial file that is still a valid prefix of the
+    remote version it records (the next run resumes it).
     """
     dest = Path(dest)
     if dest.exists():  # trusted: only files that passed every check are ever renamed to a final path
@@ -86,54 +115,81 @@ def download_file(
         if attempt:
             time.sleep(min(max_backoff, backoff * 2 ** (attempt - 1)))
         try:
-            _fetch(url, partial, timeout=timeout, cancel=cancel)
+            _fetch(url, partial, timeout=timeout, cancel=cancel, max_bytes=max_bytes)
             _check(partial, sha256, validate)
             os.replace(partial, dest)
+            origin_path(partial).unlink(missing_ok=True)
             return dest
         except _Retry as e:
             reason = str(e)
             if not e.keep_partial:
-                partial.unlink(missing_ok=True)
+                _discard(partial)
+        except _TooLarge as e:
+            _discard(partial)
+            raise DataError(f"{url}: {e}") from None
         except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
             # connection refused/reset/dropped, timeouts: the bytes we already have are good, resume from them
             reason = f"{type(e).__name__}: {one_line(e)}"
     raise DataError(f"{url}: download failed after {retries + 1} attempts ({reason})")
 
 
-def _fetch(url: str, partial: Path, *, timeout: float, cancel: threading.Event | None) -> None:
-    """One attempt: append the missing bytes to `partial`, checking the length the server announced."""
+class _TooLarge(Exception):
+    """The remote file is over the size cap: final, nothing is kept."""
+
+
+def _fetch(url: str, partial: Path, *, timeout: float, cancel: threading.Event | None, max_bytes: int | None) -> None:
+    """One attempt: append the missing bytes to `partial`, checking the length the server announced and that the
+    remote file is still the version the partial bytes came from."""
+    origin = _read_origin(partial) if partial.exists() else None
+    if partial.exists() and origin is None:  # bytes of an unknown version: resuming could mix two files
+        _discard(partial)
     offset = partial.stat().st_size if partial.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     if offset:
         request.add_header("Range", f"bytes={offset}-")
+        if _strong(origin.get("etag")):  # the server sends the whole (new) file if its version changed
+            request.add_header("If-Range", origin["etag"])
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as e:
         with e:
             if e.code == 416 and offset:  # our partial file is as long as the file, or longer: check it as is
                 total = _total_from_content_range(e.headers.get("Content-Range"))
-                if total == offset:
+                if total == offset and not _changed(origin, e.headers.get("ETag"), total):
                     return
                 raise _Retry(f"HTTP 416 for a {offset}-byte partial file", keep_partial=False) from None
             if e.code in RETRYABLE_STATUS:
                 raise _Retry(f"HTTP {e.code} {e.reason}") from None
             raise DataError(f"{url}: HTTP {e.code} {e.reason}") from None
     with response:
+        etag = response.headers.get("ETag")
         if response.status == 206:
             start, total = _parse_content_range(response.headers.get("Content-Range"))
             if start != offset:
                 raise _Retry(f"server resumed at byte {start}, not {offset}", keep_partial=False)
+            if _changed(origin, etag, total):
+                raise _Retry(
+                    f"the remote file changed since the partial download began (ETag {origin.get('etag')} -> {etag}, "
+                    f"size {origin.get('size')} -> {total}); starting over",
+                    keep_partial=False,
+                )
             mode = "ab"
-        else:  # 200: the server ignored Range (or there was nothing to resume); start over
+        else:  # 200: the server ignored Range, the version changed, or there was nothing to resume; start over
             offset, mode = 0, "wb"
             length = response.headers.get("Content-Length")
             total = int(length) if length is not None else None
+        if max_bytes is not None and total is not None and total > max_bytes:
+            raise _TooLarge(f"the remote file has {total:,} bytes, over the {max_bytes:,}-byte download cap")
+        if mode == "wb":  # before any byte: the partial file always has its origin beside it
+            write_json(origin_path(partial), {"url": url, "etag": etag, "size": total})
         received = offset
         with open(partial, mode) as f:
             # read1: whatever has arrived, so a timeout mid-file loses no received bytes (read(n) would drop them)
             while chunk := response.read1(CHUNK_BYTES):
                 if cancel is not None and cancel.is_set():
                     raise DataError(f"{url}: download cancelled ({received} bytes kept in {partial.name})")
+                if max_bytes is not None and received + len(chunk) > max_bytes:
+                    raise _TooLarge(f"more than the {max_bytes:,}-byte download cap received")
                 f.write(chunk)
                 received += len(chunk)
     if total is not None and received < total:
@@ -143,9 +199,23 @@ def _fetch(url: str, partial: Path, *, timeout: float, cancel: threading.Event |
         raise _Retry(f"received {received} bytes, more than the {total} announced", keep_partial=False)
 
 
+def _strong(etag: str | None) -> bool:
+    """A strong ETag (If-Range must not be sent with a weak one)."""
+    return bool(etag) and not etag.startswith("W/")
+
+
+def _changed(origin: dict | None, etag: str | None, total: int | None) -> bool:
+    """Whether the remote file is no longer the version recorded for the partial bytes (ETag, then size)."""
+    if origin is None:
+        return False
+    if origin.get("etag") and etag and origin["etag"] != etag:
+        return True
+    return origin.get("size") is not None and total is not None and origin["size"] != total
+
+
 def _check(partial: Path, sha256: str | None, validate: Callable[[Path], Any] | None) -> None:
     if sha256 is not None:
-        digest = _sha256(partial)
+        digest = file_sha256(partial)
         if digest != sha256.lower():
             raise _Retry(f"sha256 mismatch (got {digest[:16]}..., want {sha256[:16]}...)", keep_partial=False)
     if validate is not None:
@@ -155,7 +225,7 @@ def _check(partial: Path, sha256: str | None, validate: Callable[[Path], Any] | 
             raise _Retry(f"validation failed: {one_line(e)}", keep_partial=False) from e
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(CHUNK_BYTES):

@@ -34,6 +34,7 @@ from nanocode.core.io import write_json
 from nanocode.core.kinds import DATA_SOURCES
 from nanocode.core.progress import Progress
 from nanocode.data import parquet
+from nanocode.data.download import file_sha256
 from nanocode.data.sources import ParquetSource
 
 MANIFEST = "manifest.json"
@@ -201,22 +202,39 @@ class EmbeddedSource(ParquetSource):
         return docs
 
     def manifest(self) -> dict | None:
+        """The build's manifest; None when missing or unreadable (either way the build is redone)."""
         try:
-            return json.loads((self.directory / MANIFEST).read_text(encoding="utf-8"))
+            m = json.loads((self.directory / MANIFEST).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+        return m if isinstance(m, dict) else None
 
     def is_complete(self) -> bool:
-        """A manifest for these params, and exactly its shards on disk."""
+        """A manifest for these params, and exactly its shards on disk, each with the sha256 it was written with."""
+        return self._incomplete() is None
+
+    def _incomplete(self) -> str | None:
+        """Why the build on disk cannot be used as is (None: it can)."""
         m = self.manifest()
         if m is None or m.get("params") != self.params():
-            return False
+            return "built with other parameters"
         on_disk = [p.name for p in parquet.list_shards(self.directory)]
-        return on_disk == m.get("shards")
+        if on_disk != m.get("shards"):
+            return "its shards are not the ones its manifest lists"
+        checksums = m.get("sha256")
+        if not isinstance(checksums, dict):
+            return "its manifest records no checksums (an older build)"
+        for name in on_disk:
+            if checksums.get(name) != file_sha256(self.directory / name):
+                return f"{self.directory / name}: corrupt (its sha256 differs from the manifest's)"
+        return None
 
     def prepare(self, *, progress: bool = True) -> None:
-        if self.is_complete():
+        reason = self._incomplete()
+        if reason is None:
             return
+        if self.manifest() is not None:  # a finished build that no longer holds: say why it is rebuilt
+            print(f"{self.name}: rebuilding ({reason})", file=sys.stderr)
         docs = self.documents(progress=progress)
         train, val = [d.text for d in docs if not d.val], [d.text for d in docs if d.val]
         if not train or not val:
@@ -239,6 +257,10 @@ class EmbeddedSource(ParquetSource):
             {
                 "params": self.params(),
                 "shards": [parquet.shard_name(i) for i in range(len(shards))],
+                "sha256": {
+                    parquet.shard_name(i): file_sha256(self.directory / parquet.shard_name(i))
+                    for i in range(len(shards))
+                },
                 "docs": len(docs),
                 "chars": sum(len(d.text) for d in docs),
                 "val_docs": len(val),
@@ -249,8 +271,9 @@ class EmbeddedSource(ParquetSource):
 
     def shard_paths(self, split: str) -> list[Path]:
         if self.manifest() is None:
+            state = "unreadable" if (self.directory / MANIFEST).exists() else "missing"
             raise DataError(
-                f"{self.directory / MANIFEST}: missing, the {self.name} build is incomplete "
+                f"{self.directory / MANIFEST}: {state}, the {self.name} build is incomplete "
                 f"(run `nanocode data --dataset {self.name}`)"
             )
         return super().shard_paths(split)

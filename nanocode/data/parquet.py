@@ -47,6 +47,9 @@ def check_shard(path: str | Path) -> int:
         raise DataError(f"{path}: not a readable parquet file ({_reason(e)})") from e
     if TEXT_COLUMN not in meta.schema.names:
         raise DataError(f"{path}: no '{TEXT_COLUMN}' column (columns: {', '.join(meta.schema.names)})")
+    kind = meta.schema.to_arrow_schema().field(TEXT_COLUMN).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise DataError(f"{path}: column '{TEXT_COLUMN}' holds {kind}, not strings")
     if meta.num_row_groups == 0 or meta.num_rows == 0:
         raise DataError(f"{path}: shard has no documents")
     return meta.num_row_groups
@@ -62,7 +65,12 @@ def read_row_group(path: str | Path, index: int) -> list[str]:
         table = pq.ParquetFile(path).read_row_group(index, columns=[TEXT_COLUMN])
     except Exception as e:
         raise DataError(f"{path}: row group {index} unreadable ({_reason(e)})") from e
-    return table.column(TEXT_COLUMN).to_pylist()
+    column = table.column(TEXT_COLUMN)
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        raise DataError(f"{path}: row group {index}: column '{TEXT_COLUMN}' holds {column.type}, not strings")
+    if column.null_count:
+        raise DataError(f"{path}: row group {index} has {column.null_count} null documents")
+    return column.to_pylist()
 
 
 def iter_texts(paths: Iterable[str | Path]) -> Iterator[str]:

@@ -9,7 +9,6 @@ log-probs need unpacked rows), padded with BOS under mask 0 and truncated to T+1
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from nanocode.core.kinds import PREFERENCE_DATASETS
 from nanocode.core.workspace import Workspace
 from nanocode.data.conversation import ConversationCodec, ConversationError, Message, validate_messages
 from nanocode.data.download import download_file
-from nanocode.data.sft import hub_file_url
+from nanocode.data.sft import hub_file_url, jsonl_records
 
 
 @dataclass
@@ -47,32 +46,48 @@ def _has_assistant_content(messages: list[Message]) -> bool:
     return any(m.get("role") == "assistant" and (m.get("content") or "").strip() for m in messages)
 
 
+def _conversation(rec: dict, key: str) -> list[Message]:
+    side = rec.get(key)
+    if not isinstance(side, dict) or "messages" not in side:
+        raise ConversationError(f'"{key}" must be an object with "messages"')
+    try:
+        validate_messages(side["messages"])
+    except ConversationError as e:
+        raise ConversationError(f"{key}: {e}") from None
+    return side["messages"]
+
+
+def _preference(rec: object) -> Pair | Unpaired:
+    """A record's pair or unpaired completion; a wrong shape or type is a ConversationError."""
+    if not isinstance(rec, dict):
+        raise ConversationError(f"expected an object, got {type(rec).__name__}")
+    if "chosen" in rec or "rejected" in rec:
+        return Pair(_conversation(rec, "chosen"), _conversation(rec, "rejected"))
+    if "messages" not in rec or "desirable" not in rec:
+        raise ConversationError('expected "chosen" and "rejected", or "messages" and "desirable"')
+    desirable = rec["desirable"]
+    if not isinstance(desirable, bool):  # "false" is a non-empty string: bool() would read it as true
+        raise ConversationError(f'"desirable" must be true or false, got {desirable!r}')
+    validate_messages(rec["messages"])
+    return Unpaired(rec["messages"], desirable)
+
+
 def read_preferences(path: str | Path, stats: ReadStats | None = None) -> list[Pair | Unpaired]:
     path, stats = Path(path), stats if stats is not None else ReadStats()
     if not path.is_file():
         raise DataError(f"{path}: preference file missing")
     out: list[Pair | Unpaired] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                if "chosen" in rec:
-                    item: Pair | Unpaired = Pair(rec["chosen"]["messages"], rec["rejected"]["messages"])
-                    sides = [item.chosen, item.rejected]
-                else:
-                    item = Unpaired(rec["messages"], bool(rec["desirable"]))
-                    sides = [item.messages]
-                for side in sides:
-                    validate_messages(side)
-            except (json.JSONDecodeError, KeyError, TypeError, ConversationError) as e:
-                raise DataError(f"{path}:{lineno}: not a preference record ({type(e).__name__}: {e})") from e
-            stats.records += 1
-            if not all(_has_assistant_content(s) for s in sides):
-                stats.dropped_no_assistant_content += 1
-                continue
-            out.append(item)
+    for lineno, rec in jsonl_records(path, "not a preference record"):
+        try:
+            item = _preference(rec)
+        except ConversationError as e:
+            raise DataError(f"{path}:{lineno}: not a preference record ({e})") from None
+        sides = [item.chosen, item.rejected] if isinstance(item, Pair) else [item.messages]
+        stats.records += 1
+        if not all(_has_assistant_content(s) for s in sides):
+            stats.dropped_no_assistant_content += 1
+            continue
+        out.append(item)
     if not out:
         raise DataError(f"{path}: no usable preference records ({stats.dropped_no_assistant_content} dropped)")
     return out

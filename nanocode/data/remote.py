@@ -7,19 +7,22 @@ validation split, so the validation shard depends on `num_shards` (keep it fixed
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from nanocode.core.errors import ConfigError, DataError
+from nanocode.core.io import write_json
 from nanocode.core.kinds import DATA_SOURCES
 from nanocode.data import parquet
-from nanocode.data.download import DownloadJob, download_many
+from nanocode.data.download import DownloadJob, download_many, file_sha256
 from nanocode.data.hub import dataset_url
 from nanocode.data.sources import ParquetSource
 
 PARQUET_MAGIC = b"PAR1"
+CHECKSUMS = "checksums.json"  # {shard name: sha256} of the shards as downloaded (and fully verified)
 
 
 def verify_shard(path: str | Path) -> None:
@@ -42,6 +45,15 @@ def verify_shard(path: str | Path) -> None:
             file.read_row_group(i, columns=[parquet.TEXT_COLUMN])
     except Exception as e:
         raise DataError(f"{path}: corrupt row group ({type(e).__name__}: {e})") from e
+
+
+def check_recorded(path: Path, sha256: str | None) -> None:
+    """A present shard against the sha256 recorded when it was downloaded (a byte flipped since, a truncation);
+    a shard without a record (downloaded before records were kept) gets the full `verify_shard`."""
+    if sha256 is None:
+        verify_shard(path)
+    elif file_sha256(path) != sha256:
+        raise DataError(f"{path}: corrupt (its sha256 differs from the one recorded when it was downloaded)")
 
 
 class RemoteParquetSource(ParquetSource):
@@ -84,14 +96,18 @@ class RemoteParquetSource(ParquetSource):
         return [self.directory / parquet.shard_name(i) for i in range(self.num_shards)]
 
     def prepare(self, *, progress: bool = True) -> None:
-        """Download the missing shards. Present ones are re-checked cheaply (footer only); a bad one is fetched again."""
+        """Download the missing shards. Present ones are checked against the sha256 recorded when they were
+        downloaded (`checksums.json`), so a shard corrupted since is caught; a bad one is fetched again."""
+        recorded = self.recorded_checksums()
         for path in self.expected_paths():
             if path.exists():
                 try:
-                    parquet.check_shard(path)
+                    check_recorded(path, recorded.get(path.name))
                 except DataError as e:
                     print(f"{e}; downloading it again", file=sys.stderr)
                     path.unlink()
+                    recorded.pop(path.name, None)
+                    write_json(self.directory / CHECKSUMS, recorded)  # its old record must not outlive it
         jobs = [DownloadJob(self.url(i), path) for i, path in enumerate(self.expected_paths())]
         download_many(
             jobs,
@@ -102,6 +118,20 @@ class RemoteParquetSource(ParquetSource):
             timeout=self.timeout,
             validate=verify_shard,
         )
+        for path in self.expected_paths():  # every shard here passed verify_shard: record what it was
+            if path.name not in recorded:
+                recorded[path.name] = file_sha256(path)
+        write_json(self.directory / CHECKSUMS, dict(sorted(recorded.items())))
+
+    def recorded_checksums(self) -> dict[str, str]:
+        """{shard name: sha256} as downloaded; an unreadable record is ignored (the shards are then fully verified)."""
+        try:
+            record = json.loads((self.directory / CHECKSUMS).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(record, dict):
+            return {}
+        return {k: v for k, v in record.items() if isinstance(k, str) and isinstance(v, str)}
 
     def shard_paths(self, split: str) -> list[Path]:
         """Exactly shards 0..num_shards-1, whatever else the directory holds, so the split never drifts."""

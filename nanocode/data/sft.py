@@ -15,6 +15,7 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from nanocode.core.errors import DataError
 from nanocode.core.kinds import SFT_DATASETS
 from nanocode.core.workspace import Workspace
 from nanocode.data.conversation import ConversationCodec, ConversationError, Message, validate_messages
-from nanocode.data.download import download_file
+from nanocode.data.download import download_file, one_line
 from nanocode.data.hub import dataset_url
 
 
@@ -37,19 +38,32 @@ def read_jsonl(path: str | Path) -> list[list[Message]]:
     if not path.is_file():
         raise DataError(f"{path}: conversation file missing")
     out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                messages = json.loads(line)["messages"]
-                validate_messages(messages)
-            except (json.JSONDecodeError, KeyError, TypeError, ConversationError) as e:
-                raise DataError(f"{path}:{lineno}: not a conversation ({type(e).__name__}: {e})") from e
-            out.append(messages)
+    for lineno, record in jsonl_records(path, "not a conversation"):
+        try:
+            if not isinstance(record, dict) or "messages" not in record:
+                raise ConversationError('expected an object with "messages"')
+            validate_messages(record["messages"])
+        except ConversationError as e:
+            raise DataError(f"{path}:{lineno}: not a conversation ({e})") from None
+        out.append(record["messages"])
     if not out:
         raise DataError(f"{path}: no conversations")
     return out
+
+
+def jsonl_records(path: Path, what: str = "not a record") -> Iterator[tuple[int, Any]]:
+    """(line number, parsed JSON) of every non-blank line; bad UTF-8 or JSON is a one-line DataError at file:line
+    saying `what`."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+                if line.strip():
+                    yield lineno, json.loads(line)
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise DataError(f"{path}:{lineno}: {what} ({type(e).__name__}: {one_line(e)})") from None
+            except RecursionError:
+                raise DataError(f"{path}:{lineno}: {what} (JSON nested too deeply)") from None
 
 
 def validate_jsonl(path: Path) -> None:

@@ -183,12 +183,19 @@ class BPETokenizer(Tokenizer):
                 raise DataError(f"{path}: missing (incomplete tokenizer directory; rerun `nanocode tok-train`)")
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{meta_path}:{e.lineno}: not JSON ({e.msg})") from None
+        except ValueError as e:  # not UTF-8
+            raise DataError(f"{meta_path}: unreadable tokenizer meta ({type(e).__name__}: {e})") from None
+        try:
             pattern, vocab_size, special, checksum = (
                 meta["pattern"],
                 int(meta["vocab_size"]),
                 meta["special_tokens"],
                 meta["ranks_sha256"],
             )
+            if not isinstance(pattern, str) or not isinstance(checksum, str) or not isinstance(special, dict):
+                raise TypeError("pattern and ranks_sha256 must be strings, special_tokens an object")
         except (ValueError, KeyError, TypeError) as e:
             raise DataError(f"{meta_path}: unreadable tokenizer meta ({type(e).__name__}: {e})") from None
         if expected_vocab_size is not None and vocab_size != expected_vocab_size:
@@ -199,7 +206,10 @@ class BPETokenizer(Tokenizer):
         data = ranks_path.read_bytes()
         if hashlib.sha256(data).hexdigest() != checksum:
             raise DataError(f"{ranks_path}: corrupt (sha256 differs from the one in {META_FILE}); rerun tok-train")
-        tokenizer = cls(ranks_from_bytes(data, ranks_path), pattern)
+        try:
+            tokenizer = cls(ranks_from_bytes(data, ranks_path), pattern)
+        except ValueError as e:  # ranks that are not 0..n-1 with every byte, or a pattern tiktoken rejects
+            raise DataError(f"{directory}: not a usable tokenizer ({' '.join(str(e).split())})") from None
         if tokenizer.vocab_size != vocab_size or tokenizer.special_tokens != special:
             raise DataError(
                 f"{meta_path}: vocab_size/special tokens do not match {RANKS_FILE} and nanocode's SPECIAL_TOKENS"

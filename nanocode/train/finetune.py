@@ -21,7 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from nanocode.core.checkpoint import complete_steps
+from nanocode.core.checkpoint import complete_steps, verify_arrays
 from nanocode.core.errors import CheckpointError
 from nanocode.core.kinds import TOOLS
 from nanocode.core.workspace import Workspace
@@ -147,6 +147,7 @@ def restore_params(step_dir: Path, abstract_params: Any) -> Any:
         ) from e
     finally:
         asyncio_log.setLevel(level)
+    verify_arrays(step_dir, {"params": restored["params"]})  # a flipped byte is an error, not silently other weights
     # A partial restore leaves whatever the checkpoint lacks as the abstract target (another n_layer, another
     # GPTConfig.scan_layers layout): refuse rather than hand back a model with placeholder weights.
     leaves = jax.tree_util.tree_leaves_with_path(restored["params"], is_leaf=lambda x: isinstance(x, nnx.Variable))
