@@ -160,6 +160,16 @@ def test_without_namespaces_commands_need_the_opt_in(tmp_path):
         assert sb.run("touch ran.txt").exit_code == 0 and (tmp_path / "ran.txt").exists()
 
 
+def test_the_opt_in_can_stand_in_the_environment(tmp_path, monkeypatch):
+    """NANOCODE_ALLOW_UNISOLATED=1 is the user's standing opt-in (eval and rl build their sandboxes deep inside);
+    an explicit allow_unisolated=False still wins."""
+    monkeypatch.setenv("NANOCODE_ALLOW_UNISOLATED", "1")
+    with Sandbox(tmp_path, isolate=False) as sb:
+        assert sb.run("touch ran.txt").exit_code == 0
+    with Sandbox(tmp_path, isolate=False, allow_unisolated=False) as sb:
+        assert sb.run("true").stopped == "refused"
+
+
 def test_without_namespaces_limits_still_hold(tmp_path):
     """isolate=False (what a machine without unshare gets): timeout, output bound and cleanup still work."""
     with Sandbox(tmp_path, isolate=False, allow_unisolated=True, timeout_s=1, max_output_bytes=1000) as sb:

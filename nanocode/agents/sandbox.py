@@ -33,7 +33,8 @@ Everywhere, and whether or not namespaces work:
 
 Hosts without namespaces (containers without user namespaces, no `unshare`): commands would see every file, socket
 and the network the user can reach, so they are refused with a one-line reason unless the caller opts in with
-`allow_unisolated=True` (then they run with the limits and the watchdog only). `isolate=False` asks for that weak mode
+`allow_unisolated=True` (then they run with the limits and the watchdog only; `nanocode agent --allow-unisolated`,
+or NANOCODE_ALLOW_UNISOLATED=1 for every model-driven command: agent, eval, rl). `isolate=False` asks for that weak mode
 on purpose (trusted, scripted commands) and needs the same opt-in. Without a usable control group, memory and
 processes are bounded per process only: at most `memory_bytes` x `max_processes` in all.
 
@@ -67,6 +68,7 @@ from nanocode.core.errors import ConfigError, NanocodeError
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LAUNCH_ATTEMPTS = 3  # launches of one command whose launcher died before the command started
 KERNEL_PID_CAP_MIN = 300  # pid_max cannot go below 301 (RESERVED_PIDS + 1)
+ALLOW_UNISOLATED_ENV = "NANOCODE_ALLOW_UNISOLATED"  # "1": the user's opt-in to commands without isolation
 JAIL = Path(__file__).with_name("jail.py")
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # /etc entries programs need to start, resolve users and names, and find certificates; nothing with secrets
@@ -148,7 +150,7 @@ class Sandbox:
         scratch_bytes: int = 256 * 1024**2,
         network: bool = False,
         isolate: bool = True,
-        allow_unisolated: bool = False,
+        allow_unisolated: bool | None = None,
         env: dict[str, str] | None = None,
     ):
         real = Path(os.path.realpath(os.fspath(root)))
@@ -170,6 +172,8 @@ class Sandbox:
         self.scratch_bytes = scratch_bytes
         self.network = network
         self.isolate = isolate  # False: no namespaces at all (limits, HOME and the watchdog still apply)
+        if allow_unisolated is None:  # the user's standing opt-in, for commands started deep inside eval/rl
+            allow_unisolated = os.environ.get(ALLOW_UNISOLATED_ENV) == "1"
         self.allow_unisolated = allow_unisolated  # run commands even where they cannot be isolated
         self.extra_env = dict(env or {})
         self._home: Path | None = None

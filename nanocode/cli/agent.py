@@ -47,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max_new_tokens", type=int, default=512, help="per model reply")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds a Bash command may run")
     parser.add_argument("--network", action="store_true", help="let Bash commands use the network")
+    parser.add_argument(
+        "--allow-unisolated",
+        action="store_true",
+        help="run Bash commands even on a host without namespaces (they then see your files and network)",
+    )
     parser.add_argument("--transcript", metavar="FILE", help="where to save the conversation (JSONL)")
     parser.add_argument("--prompt", help="do this one request and exit (no interactive loop)")
 
@@ -76,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     session = AgentSession(
         engine, codec, system=experiment.system_prompt, sampling=sampling, max_new_tokens=args.max_new_tokens
     )
-    with Sandbox(root, timeout_s=args.timeout, network=args.network) as sandbox:
+    unisolated = args.allow_unisolated or None  # None: NANOCODE_ALLOW_UNISOLATED decides
+    with Sandbox(root, timeout_s=args.timeout, network=args.network, allow_unisolated=unisolated) as sandbox:
         loop = AgentLoop(
             session,
             sandbox,
