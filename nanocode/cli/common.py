@@ -33,12 +33,15 @@ def load_experiment(args: argparse.Namespace):
     """Built-ins, then plugins, then gin files and bindings, then the Experiment built and validated, every stage
     included (nanocode.cli.experiment). Raises ConfigError (one line, naming the file) on any problem."""
     from nanocode.cli.experiment import load
+    from nanocode.core.errors import ConfigError
 
+    if not args.gin_file:
+        raise ConfigError("no experiment given: add --gin_file FILE (e.g. --gin_file experiments/debug_cpu.gin)")
     return load(args.gin_file, args.gin_param, args.plugin)
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of every training stage (pretrain, sft, align)."""
+    """The flags of every training stage (pretrain, sft, align, rl)."""
     add_config_arguments(parser)
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint if there is one")
     parser.add_argument(

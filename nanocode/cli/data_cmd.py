@@ -3,6 +3,7 @@
     nanocode data --dataset fineweb_edu --shards 300 --workers 8
     nanocode data --dataset stack_v2_python --shards 60
     nanocode data --dataset embedded_code          # built from this interpreter's stdlib, no network
+    nanocode data --gin_file experiments/d24_tpu_v6e8.gin   # every source of the experiment's data mixture
 
 Shards land in $NANOCODE_BASE_DIR/base_data/<dataset>/ (or --dir); the last one is the validation split.
 Interrupted downloads resume where they stopped; shards already present and valid are kept.
@@ -15,6 +16,7 @@ import difflib
 import inspect
 
 from nanocode import registry
+from nanocode.cli.common import add_config_arguments, load_experiment
 from nanocode.core.errors import ConfigError
 from nanocode.core.plugins import load_plugins
 
@@ -34,7 +36,6 @@ FLAGS = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset",
-        required=True,
         metavar="NAME",
         help="a data_source name (see `nanocode list data_source`); also fineweb-edu, the-stack-v2-dedup",
     )
@@ -47,13 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", help="shard directory (default: $NANOCODE_BASE_DIR/base_data/<dataset>)")
     parser.add_argument("--max_docs", type=int, help="built sources: keep at most this many documents")
     parser.add_argument("--max_chars", type=int, help="built sources: stop after about this many characters")
-    parser.add_argument(
-        "--plugin",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import a module that registers data sources first (repeatable)",
-    )
+    add_config_arguments(parser)  # --gin_file: prepare the experiment's sources (as configured there) instead
 
 
 def resolve_name(name: str) -> str:
@@ -87,13 +82,22 @@ def build_source(name: str, args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    registry.load_builtins()
-    load_plugins(args.plugin)
-    name = resolve_name(args.dataset)
-    source = build_source(name, args)
-    print(f"{name}: preparing shards in {source.directory}")
-    source.prepare(progress=True)
-    train, val = source.shard_paths("train"), source.shard_paths("val")
-    size = sum(p.stat().st_size for p in train + val)
-    print(f"{name}: {len(train)} train + {len(val)} val shards ({size / 1e6:,.1f} MB) in {source.directory}")
+    if bool(args.dataset) == bool(args.gin_file):
+        raise ConfigError("give either --dataset NAME (one source) or --gin_file FILE (the experiment's sources)")
+    if args.gin_file:
+        given = [f"--{flag}" for flag in FLAGS if getattr(args, flag, None) is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: set these in the gin file when preparing an experiment's sources")
+        sources = dict(load_experiment(args).data.sources)
+    else:
+        registry.load_builtins()
+        load_plugins(args.plugin)
+        name = resolve_name(args.dataset)
+        sources = {name: build_source(name, args)}
+    for name, source in sources.items():
+        print(f"{name}: preparing shards in {source.directory}")
+        source.prepare(progress=True)
+        train, val = source.shard_paths("train"), source.shard_paths("val")
+        size = sum(p.stat().st_size for p in train + val)
+        print(f"{name}: {len(train)} train + {len(val)} val shards ({size / 1e6:,.1f} MB) in {source.directory}")
     return 0

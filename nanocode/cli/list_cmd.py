@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nanocode import registry
+from nanocode.cli.common import add_config_arguments, load_experiment
 from nanocode.core.errors import ConfigError
 from nanocode.core.plugins import load_plugins
 from nanocode.core.registry import UnknownNameError
@@ -12,12 +13,15 @@ from nanocode.core.registry import UnknownNameError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", nargs="?", help="only this kind (e.g. preference_objective)")
-    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import a plugin module first")
+    add_config_arguments(parser)  # --gin_file: also what the experiment's `import` lines register
 
 
 def run(args: argparse.Namespace) -> int:
-    registry.load_builtins()
-    load_plugins(args.plugin)
+    if args.gin_file:
+        load_experiment(args)  # plugins first, then the files: their `import` lines register components too
+    else:
+        registry.load_builtins()
+        load_plugins(args.plugin)
     kinds = [args.kind] if args.kind else registry.kinds()
     for k in kinds:
         try:
