@@ -33,10 +33,7 @@ def load_experiment(args: argparse.Namespace):
     """Built-ins, then plugins, then gin files and bindings, then the Experiment built and validated, every stage
     included (nanocode.cli.experiment). Raises ConfigError (one line, naming the file) on any problem."""
     from nanocode.cli.experiment import load
-    from nanocode.core.errors import ConfigError
 
-    if not args.gin_file:
-        raise ConfigError("no experiment given: add --gin_file FILE (e.g. --gin_file experiments/debug_cpu.gin)")
     return load(args.gin_file, args.gin_param, args.plugin)
 
 
