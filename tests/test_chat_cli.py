@@ -123,6 +123,18 @@ def test_interactive_chat_commands_and_overflow(tmp_path, gin_clean, capsys, mon
     assert out.count("> ") == len(lines) + 1
 
 
+def test_without_a_stage_the_latest_stage_is_loaded_and_named(tmp_path, gin_clean, capsys):
+    """chat/agent/serve default to the last stage with a checkpoint (align over sft here) and say which they read."""
+    gin_file, _ = make_run(tmp_path, stage="sft", step=7)
+    make_run(tmp_path, stage="align", step=3)
+    assert main(["chat", "--gin_file", gin_file, "--prompt", "hi", "--max_new_tokens", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "loaded the align checkpoint, step 3" in err
+    empty = Workspace("nothing")
+    with pytest.raises(CheckpointError, match="no complete checkpoint of any stage"):
+        load(InferenceModel(model_config=CONFIG), empty, stage="latest")
+
+
 def test_missing_checkpoint_is_a_one_line_error(tmp_path, gin_clean, capsys):
     gin_file, _ = make_run(tmp_path)
     assert main(["chat", "--gin_file", gin_file, "--stage", "align", "--prompt", "x"]) == 2

@@ -28,7 +28,7 @@ from nanocode.core.kinds import MODELS, TOKENIZERS
 from nanocode.core.workspace import Workspace
 from nanocode.train.finetune import restore_params
 
-STAGES = ("pretrain", "sft", "align")
+STAGES = ("pretrain", "sft", "align", "rl")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +55,18 @@ class Loaded:
     step: int
     checkpoint: Path  # the step directory read
     meta: dict[str, Any]
+    stage: str = "sft"  # whose checkpoint it is
+
+
+def latest_stage(workspace: Workspace) -> str:
+    """The last stage of the pipeline with a complete checkpoint (rl, else align, else sft, else pretrain): what a
+    user means by "the model" when they name no stage."""
+    for stage in reversed(STAGES):
+        if complete_steps(workspace.checkpoint_dir(stage)):
+            return stage
+    raise CheckpointError(
+        f"{workspace.model_dir}: no complete checkpoint of any stage ({', '.join(STAGES)}): train one first"
+    )
 
 
 def step_dir(workspace: Workspace, stage: str, checkpoint: str | Path | None = None, step: int | None = None) -> Path:
@@ -93,7 +105,10 @@ def load(
     checkpoint: str | Path | None = None,
     step: int | None = None,
 ) -> Loaded:
-    """Build the model, read its parameters from the stage's checkpoint and load the tokenizer."""
+    """Build the model, read its parameters from the stage's checkpoint and load the tokenizer. `stage="latest"`:
+    the last stage that has one (an explicit `checkpoint` of unknown stage is taken as a chat model, "sft")."""
+    if stage == "latest":
+        stage = "sft" if checkpoint is not None else latest_stage(workspace)
     path = step_dir(workspace, stage, checkpoint, step)
     tokenizer = TOKENIZERS.get(spec.tokenizer).load(workspace.tokenizer_dir)
     if tokenizer.vocab_size > spec.model_config.vocab_size:
@@ -106,4 +121,4 @@ def load(
         meta = json.loads((path / "meta" / "metadata").read_text())
     except (OSError, ValueError):
         meta = {}
-    return Loaded(model, tokenizer, int(path.name), path, meta)
+    return Loaded(model, tokenizer, int(path.name), path, meta, stage)

@@ -30,8 +30,15 @@ Ctrl-C stops the reply being generated."""
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags chat and serve share: which checkpoint, how long a context, how to sample."""
+    from nanocode.agents.loading import STAGES
+
     add_config_arguments(parser)
-    parser.add_argument("--stage", default="sft", choices=("pretrain", "sft", "align"), help="whose checkpoint")
+    parser.add_argument(
+        "--stage",
+        default="latest",
+        choices=(*STAGES, "latest"),
+        help="whose checkpoint (default: the last stage that has one: rl, align, sft, pretrain)",
+    )
     parser.add_argument("--checkpoint", metavar="DIR", help="a checkpoints directory or one step in it")
     parser.add_argument("--step", type=int, help="checkpoint step (default: the latest complete one)")
     parser.add_argument("--max_len", type=int, help="KV cache length in tokens (default: the model's sequence_len)")
@@ -46,6 +53,8 @@ def load_engine(args: argparse.Namespace):
     experiment = load_experiment(args)
     spec, workspace = experiment.inference_model(), experiment.workspace
     loaded = load(spec, workspace, stage=args.stage, checkpoint=args.checkpoint, step=args.step)
+    args.stage = loaded.stage  # "latest" resolved: the model name and messages say which
+    print(f"loaded the {loaded.stage} checkpoint, step {loaded.step} ({loaded.checkpoint})", file=sys.stderr)
     engine = Engine(loaded.model, max_len=args.max_len)
     return engine, ConversationCodec(loaded.tokenizer), loaded, experiment
 
