@@ -45,3 +45,9 @@ def test_data_prepares_the_experiments_sources(capsys, gin_clean):
     out = capsys.readouterr().out
     assert "embedded_prose" in out or "web" in out, out
     assert out.count("val shards") == 2, out  # the debug mixture's two sources, web and code
+
+
+def test_report_on_an_empty_workspace_warns(capsys, gin_clean):
+    assert main(["report", "--gin_file", EXPERIMENT]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "holds no stage's metrics" in err
