@@ -7,9 +7,10 @@ and the attempt that passed `chosen`, with the principles the rejected side brok
 conversations into pairs (chosen = assistant prose rewritten to the SOUL, rejected = the original).
 
 Output (one directory): rollouts.jsonl (accepted), pairs.jsonl, exhausted.jsonl (no attempt passed), summary.json.
-Every line is written whole and flushed; on restart, ids already in rollouts/exhausted are skipped and a torn last
-line is dropped, so an interrupted run resumes without duplicates. Teacher failures are counted and retried on the
-next run, never fatal.
+Every line is written whole and flushed, a scenario's pair before its rollout line (the line that marks it done). On
+restart a torn last line is dropped, pairs without their rollout line are dropped, and ids already in
+rollouts/exhausted are skipped, so a run killed at any point resumes without duplicating or losing a rollout.
+Teacher failures are counted and retried on the next run, never fatal.
 """
 
 from __future__ import annotations
@@ -229,6 +230,13 @@ class JsonlStore:
             write_text(path, "".join(ln + "\n" for ln in good))  # repair atomically
         return records
 
+    def keep_first(self, name: str, ids: set) -> None:
+        """Keep only the first record of each id in `ids` (rewritten atomically, when anything goes)."""
+        records, seen = self.read(name), set()
+        kept = [r for r in records if r["id"] in ids and not (r["id"] in seen or seen.add(r["id"]))]
+        if len(kept) != len(records):
+            write_text(self.dir / name, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+
     def append(self, name: str, record: dict) -> None:
         line = json.dumps(record, ensure_ascii=False) + "\n"
         with self.lock, open(self.dir / name, "a", encoding="utf-8") as f:
@@ -242,7 +250,9 @@ def synthesize(
 ) -> dict:
     """Run the pipeline over scenarios ({"id", "prompt"}), resuming; returns and writes the summary counts."""
     store = JsonlStore(out_dir)
-    done = {r["id"] for r in store.read("rollouts.jsonl")} | {r["id"] for r in store.read("exhausted.jsonl")}
+    accepted = {r["id"] for r in store.read("rollouts.jsonl")}
+    done = accepted | {r["id"] for r in store.read("exhausted.jsonl")}
+    store.keep_first("pairs.jsonl", accepted)  # a pair whose rollout line never landed is made again below
     todo = [s for s in scenarios if s["id"] not in done]
     counts: Counter = Counter(skipped_done=len(scenarios) - len(todo))
     reasons: Counter = Counter()
@@ -291,5 +301,7 @@ def synthesize(
             for _ in pool.map(work, todo):
                 bar.update(1, postfix=f"accepted {counts['accepted']} pairs {counts['pairs']}")
     summary = {"counts": dict(counts), "failed_principles": dict(reasons)}
+    if isinstance(getattr(pipeline.teacher, "stats", None), dict):
+        summary["teacher"] = dict(pipeline.teacher.stats)  # requests, retries, rate limits, tokens
     write_json(Path(out_dir) / "summary.json", summary)
     return summary

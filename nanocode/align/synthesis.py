@@ -11,6 +11,7 @@ from nanocode.align.synth import JsonlStore, SynthPipeline, synthesize
 from nanocode.align.teacher import Teacher, TeacherError
 from nanocode.core.errors import DataError
 from nanocode.core.interfaces import Constitution
+from nanocode.core.io import write_text
 from nanocode.core.registry import register_config
 from nanocode.core.workspace import Workspace
 from nanocode.data.conversation import ConversationCodec
@@ -54,10 +55,19 @@ class Synthesis:
         )
 
     def scenarios(self, workspace: Workspace, progress: bool = True) -> list[dict]:
-        """Ask the teacher for user requests, seed by seed (resumable: finished seeds are skipped)."""
+        """Ask the teacher for user requests, seed by seed. Resumable: a seed is done once its line is in
+        scenario_seeds.jsonl (written after all its scenarios); scenarios of a seed cut off halfway are dropped
+        and the seed asked again, so nothing is duplicated or lost."""
         store = JsonlStore(self.out_dir(workspace))
         have = store.read("scenarios.jsonl")
-        done = {s["seed_id"] for s in have}
+        if not (store.dir / "scenario_seeds.jsonl").exists():  # made before any scenario is written, so ...
+            for seed_id in dict.fromkeys(s["seed_id"] for s in have):  # ... these come from before seeds were marked
+                store.append("scenario_seeds.jsonl", {"id": seed_id})
+            (store.dir / "scenario_seeds.jsonl").touch()
+        done = {r["id"] for r in store.read("scenario_seeds.jsonl")}
+        if any(s["seed_id"] not in done for s in have):
+            have = [s for s in have if s["seed_id"] in done]
+            write_text(store.dir / "scenarios.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in have))
         failed = 0
         for s in scenario_seeds(self.seeds, self.seed):
             if s.id in done:
@@ -79,6 +89,7 @@ class Synthesis:
                     }
                     store.append("scenarios.jsonl", record)
                     have.append(record)
+            store.append("scenario_seeds.jsonl", {"id": s.id})
         if failed:
             print(f"synth: {failed} scenario seed(s) failed at the teacher; re-run to retry them")
         return have

@@ -3,13 +3,17 @@ SOUL -> revision -> preference pairs), `restyle` (existing SFT conversations -> 
 experiment's own SFT and preference datasets — e.g. the offline execution-grounded repo tasks of the debug run,
 whose rejected sides break one SOUL rule each), and `onpolicy` (a served model works repo tasks through the real
 tools; each rollout that breaks a SOUL principle is paired, as rejected, with the task's scripted solution, under
-<tag>/synth/onpolicy/). Resumable; counts printed.
+<tag>/synth/onpolicy/). Resumable (a run killed at any point redoes nothing done and loses nothing); counts printed.
+The teacher is any OpenAI-compatible server, through the official client (pip install 'nanocode[teacher]').
 
 Examples:
   nanocode synth onpolicy --gin_file experiments/debug_cpu.gin --url http://127.0.0.1:8000/v1 --count 16
   nanocode synth tasks --gin_file experiments/d24_tpu_v6e8.gin        # download nanocode's SFT and preference sets
   nanocode synth scenarios --gin_file experiments/d24_tpu_v6e8.gin \
       --gin_param "openai_compatible.base_url='http://127.0.0.1:8000/v1'"   # the experiment's `synth` stage
+  OPENAI_API_KEY=... nanocode synth rollouts --gin_file experiments/d12_gpu.gin \
+      --gin_param "openai_compatible.base_url='https://api.openai.com/v1'" \
+      --gin_param "openai_compatible.model='gpt-5-mini'" --gin_param "openai_compatible.api='responses'"
 """
 
 from __future__ import annotations
