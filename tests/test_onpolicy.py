@@ -53,7 +53,7 @@ def test_served_model_rollouts_become_pairs_that_name_the_broken_principle(tmp_p
     soul = registry.get("constitution", "soul_md")()
     chain = [codec.ids["assistant_start"], *codec.tok.encode(REPLY), codec.ids["assistant_end"]]
     engine = Engine(scripted_model(chain, CONFIG), min_bucket=64, max_bucket=4096)
-    with CompletionServer(engine, codec, model_name="debug", port=0) as server:
+    with CompletionServer(engine, codec, model_name="default", port=0) as server:
         policy = ServedPolicy(client(server.url + "/v1"), max_tokens=32)
         summary = onpolicy_pairs(policy, tmp_path, count=2, seed=3, progress=False)
         totals = {"episodes": 2, "pairs": 2, "clean": 0, "solved": 0, "policy_failed": 0}

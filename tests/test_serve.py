@@ -1,8 +1,10 @@
 """`nanocode serve`: the official openai client against the server (plain, streamed, tools), 20 concurrent
 clients, malformed requests, a full queue. The server runs in-process on a free port over tiny real models."""
 
+import dataclasses
 import http.client
 import json
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +21,9 @@ from nanocode.models.sampling import GREEDY
 from tests.helpers import small_tokenizer
 from tests.test_chat import TINY, scripted_model, text_chain, tool_call_chain
 from tests.test_engine import tiny_model
+
+MODEL = "nanocode-test"
+WIDE = dataclasses.replace(TINY, sequence_len=1024)  # room for the tools' system prompt
 
 READ_TOOL = {
     "type": "function",
@@ -48,7 +53,7 @@ def text_server(codec):
 
 @pytest.fixture(scope="module")
 def tool_server(codec):
-    with serve(scripted_model(tool_call_chain(codec), TINY), codec) as server:
+    with serve(scripted_model(tool_call_chain(codec), WIDE), codec) as server:
         yield server
 
 
@@ -103,10 +108,12 @@ def test_streamed_completion(text_server):
 
 def test_max_tokens_and_stop_strings(text_server):
     c = client(text_server)
-    out = c.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], max_tokens=2, temperature=0)
+    out = c.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "x"}], max_tokens=2, temperature=0
+    )
     assert out.choices[0].finish_reason == "length" and out.usage.completion_tokens == 2
     out = c.chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "x"}], stop=[" the"], temperature=0
+        model=MODEL, messages=[{"role": "user", "content": "x"}], stop=[" the"], temperature=0
     )
     assert out.choices[0].message.content == "hi" and out.choices[0].finish_reason == "stop"
 
@@ -114,7 +121,7 @@ def test_max_tokens_and_stop_strings(text_server):
 def test_tool_calls_with_the_openai_client(tool_server):
     c = client(tool_server)
     messages = [{"role": "user", "content": "show me x.py"}]
-    out = c.chat.completions.create(model="m", messages=messages, tools=[READ_TOOL], temperature=0)
+    out = c.chat.completions.create(model=MODEL, messages=messages, tools=[READ_TOOL], temperature=0)
     choice = out.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content == "ok"
     (call,) = choice.message.tool_calls
@@ -125,11 +132,11 @@ def test_tool_calls_with_the_openai_client(tool_server):
         choice.message.model_dump(exclude_none=True),
         {"role": "tool", "tool_call_id": call.id, "content": "1"},
     ]
-    again = c.chat.completions.create(model="m", messages=messages, tools=[READ_TOOL], temperature=0)
+    again = c.chat.completions.create(model=MODEL, messages=messages, tools=[READ_TOOL], temperature=0)
     assert again.choices[0].finish_reason == "tool_calls"
     # streamed: the call arrives as a tool_calls delta
     chunks = list(
-        c.chat.completions.create(model="m", messages=messages[:1], tools=[READ_TOOL], stream=True, temperature=0)
+        c.chat.completions.create(model=MODEL, messages=messages[:1], tools=[READ_TOOL], stream=True, temperature=0)
     )
     calls = [tc for ch in chunks if ch.choices for tc in (ch.choices[0].delta.tool_calls or [])]
     assert [tc.function.name for tc in calls] == ["Read"] and json.loads(calls[0].function.arguments) == {
@@ -186,7 +193,7 @@ def test_twenty_concurrent_clients_all_get_complete_answers(codec):
         def ask(p):
             c = client(server)
             return c.chat.completions.create(
-                model="m", messages=[{"role": "user", "content": p}], temperature=0, max_tokens=6
+                model=MODEL, messages=[{"role": "user", "content": p}], temperature=0, max_tokens=6
             )
 
         with ThreadPoolExecutor(20) as pool:
@@ -224,7 +231,7 @@ def test_malformed_requests_get_a_4xx_and_the_server_keeps_serving(text_server, 
     error = json.loads(payload)["error"]
     assert error["message"] and error["type"] == "invalid_request_error"
     ok = client(text_server).chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "hi"}], temperature=0
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], temperature=0
     )
     assert ok.choices[0].message.content == "hi there"
 
@@ -269,7 +276,7 @@ def test_server_sampling_is_seeded(codec):
 
         def ask(seed):
             out = c.chat.completions.create(
-                model="m", messages=[{"role": "user", "content": "tell me"}], temperature=1.0, seed=seed, max_tokens=8
+                model=MODEL, messages=[{"role": "user", "content": "tell me"}], temperature=1.0, seed=seed, max_tokens=8
             )
             return out.choices[0].message.content
 
@@ -277,7 +284,7 @@ def test_server_sampling_is_seeded(codec):
         assert len({ask(s) for s in range(4)}) > 1
         # streamed with the same seed: the same text, delta by delta
         stream = c.chat.completions.create(
-            model="m",
+            model=MODEL,
             messages=[{"role": "user", "content": "tell me"}],
             temperature=1.0,
             seed=3,
@@ -285,3 +292,367 @@ def test_server_sampling_is_seeded(codec):
             stream=True,
         )
         assert "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices) == ask(3)
+
+
+# ---------------------------------------------------------------------------------------------------- the contract
+BASH_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "bash",
+        "description": "run a command",
+        "parameters": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]},
+    },
+}
+SPECIALS = ("<|", "|>")
+
+
+def test_tools_are_shown_in_the_training_format():
+    from nanocode.agents.policy import system_prompt
+    from nanocode.agents.tool_schema import ToolChoice, parse_tools, show_tools
+    from nanocode.agents.tools import build_tools
+
+    builtin = {name: tool for name, tool in build_tools().items() if name in ("Read", "Edit", "Bash")}
+    tools = parse_tools([tool.openai_schema() for tool in builtin.values()])
+    user = [{"role": "user", "content": "hi"}]
+    (system, _) = show_tools(user, tools, ToolChoice("auto"))
+    assert system == {"role": "system", "content": system_prompt(builtin)}  # exactly what the model trained on
+    with_own = show_tools([{"role": "system", "content": "be brief"}, *user], tools, ToolChoice("auto"))
+    assert with_own[0]["content"] == system_prompt(builtin) + "\n\nbe brief"
+    every = parse_tools([tool.openai_schema() for tool in build_tools().values()])  # Grep's -A/-B: not in its line
+    already = [{"role": "system", "content": system_prompt()}, *user]  # what nanocode's own ServedPolicy sends
+    assert show_tools(already, every, ToolChoice("auto")) == already
+    assert show_tools(user, tools, ToolChoice("none")) == user
+    mini = show_tools(user, parse_tools([BASH_TOOL]), ToolChoice("auto"))[0]["content"]
+    assert mini.endswith("\nbash:  <|tool_call_start|>bash<|tool_arg|>command<|tool_val|>...<|tool_call_end|>")
+
+
+def test_the_served_prompt_holds_the_requests_tools(tool_server, codec):
+    from nanocode.agents.tool_schema import ToolChoice, parse_tools, show_tools
+
+    messages = [{"role": "user", "content": "list files"}]
+    out = client(tool_server).chat.completions.create(model=MODEL, messages=messages, tools=[BASH_TOOL])
+    shown = show_tools(messages, parse_tools([BASH_TOOL]), ToolChoice("auto"))
+    assert out.usage.prompt_tokens == len(codec.render_prompt(shown))
+
+
+def test_a_call_to_an_undeclared_tool_is_returned_as_text(tool_server):
+    c = client(tool_server)
+    messages = [{"role": "user", "content": "show me x.py"}]
+    for tools in ([BASH_TOOL], None):  # the model calls Read: declared neither time
+        kw = {"tools": tools} if tools else {}
+        out = c.chat.completions.create(model=MODEL, messages=messages, temperature=0, **kw).choices[0]
+        assert out.finish_reason == "stop" and out.message.tool_calls is None
+        assert out.message.content == 'ok\nRead {"file": "x.py"}'
+        chunks = list(c.chat.completions.create(model=MODEL, messages=messages, stream=True, temperature=0, **kw))
+        assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == out.message.content
+        assert not any(ch.choices[0].delta.tool_calls for ch in chunks if ch.choices)
+        assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "stop"
+
+
+def test_tool_choice_is_honoured(tool_server):
+    c = client(tool_server)
+    ask = lambda **kw: c.chat.completions.create(  # noqa: E731
+        model=MODEL, messages=[{"role": "user", "content": "x"}], tools=[READ_TOOL], temperature=0, **kw
+    ).choices[0]
+    none = ask(tool_choice="none")
+    assert none.finish_reason == "stop" and none.message.tool_calls is None and "Read" in none.message.content
+    for choice in ("auto", "required", {"type": "function", "function": {"name": "Read"}}):
+        out = ask(tool_choice=choice)
+        assert out.finish_reason == "tool_calls" and out.message.tool_calls[0].function.name == "Read", choice
+    # a named function the model does not call: decoding is opened with its name, the call is checked against it
+    other = {"type": "function", "function": {"name": "bash"}}
+    out = c.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "x"}], tools=[READ_TOOL, BASH_TOOL], tool_choice=other
+    ).choices[0]
+    assert out.finish_reason != "tool_calls" or out.message.tool_calls[0].function.name == "bash"
+    with pytest.raises(openai.BadRequestError):
+        ask(tool_choice={"type": "function", "function": {"name": "Nope"}})
+
+
+def test_arguments_are_checked_against_the_schema(tool_server):
+    def tool(file_schema):
+        params = {"type": "object", "properties": {"file": file_schema}, "required": ["file"]}
+        return {"type": "function", "function": {"name": "Read", "parameters": params}}
+
+    c = client(tool_server)
+    for schema, ok in [
+        ({"type": "string"}, True),
+        ({"type": "string", "enum": ["x.py", "y.py"]}, True),
+        ({"type": "string", "enum": ["y.py"]}, False),
+        ({"type": "integer"}, False),
+        ({"type": "array", "items": {"type": "string"}}, False),
+    ]:
+        out = c.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], tools=[tool(schema)], temperature=0
+        ).choices[0]
+        if ok:
+            assert out.finish_reason == "tool_calls" and json.loads(out.message.tool_calls[0].function.arguments)
+        else:
+            assert out.finish_reason == "stop" and out.message.tool_calls is None, schema
+            assert out.message.content == 'ok\nRead {"file": "x.py"}'
+
+
+def test_schema_subset_and_typed_arguments():
+    from nanocode.agents.json_schema import schema_problem
+    from nanocode.agents.tool_schema import ToolChoice, accept_call, parse_tools
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "n": {"type": "integer"},
+            "flag": {"type": "boolean"},
+            "tags": {"type": "array", "items": {"type": "string", "enum": ["a", "b"]}},
+            "mode": {"type": ["string", "null"]},
+        },
+        "required": ["n"],
+        "additionalProperties": False,
+    }
+    tools = parse_tools([{"type": "function", "function": {"name": "t", "parameters": schema}}])
+    call = {"name": "t", "args": {"n": "5", "flag": "True", "tags": '["a", "b"]', "mode": "fast"}}
+    assert accept_call(call, tools, ToolChoice()) == ({"n": 5, "flag": True, "tags": ["a", "b"], "mode": "fast"}, None)
+    for args, where in [
+        ({"n": "five"}, "arguments.n"),
+        ({"flag": "true"}, "'n'"),
+        ({"n": "1", "tags": '["c"]'}, "arguments.tags[0]"),
+        ({"n": "1", "extra": "x"}, "'extra'"),
+    ]:
+        typed, reason = accept_call({"name": "t", "args": args}, tools, ToolChoice())
+        assert typed is None and where in reason
+    assert schema_problem(1.5, {"type": "integer"}) and schema_problem(True, {"type": "number"})
+    with pytest.raises(Exception, match="unknown type"):
+        parse_tools([{"type": "function", "function": {"name": "t", "parameters": {"type": "strin"}}}])
+
+
+@pytest.fixture(scope="module")
+def special_server(codec):
+    """A model that writes special ids inside its text and inside a call's argument."""
+    ids, enc = codec.ids, codec.tok.encode
+    text = [enc("a")[0], ids["user_end"], enc("b")[0]]
+    value = [enc("x")[0], ids["tool_result_end"], *enc(".py")]
+    call = [ids["tool_call_start"], *enc("Read"), ids["tool_arg"], *enc("file"), ids["tool_val"], *value]
+    chain = [ids["assistant_start"], *text, *call, ids["tool_call_end"]]
+    with serve(scripted_model(chain, WIDE), codec) as server:
+        yield server
+
+
+def test_no_special_token_reaches_content_or_arguments(special_server):
+    c = client(special_server)
+    messages = [{"role": "user", "content": "x"}]
+    out = c.chat.completions.create(model=MODEL, messages=messages, tools=[READ_TOOL], temperature=0).choices[0]
+    assert out.finish_reason == "stop" and out.message.tool_calls is None  # the call's argument was broken
+    assert out.message.content == "ab\nRead file=x .py"
+    stream = c.chat.completions.create(model=MODEL, messages=messages, tools=[READ_TOOL], temperature=0, stream=True)
+    assert "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices) == out.message.content
+
+
+def test_the_reply_decoder_cuts_special_strings_without_taking_a_delta_back(codec):
+    from nanocode.agents.reply_decoder import ReplyDecoder
+
+    text = "see <|user_end|>this <|tool_call_start|>and <| that"
+    decoder = ReplyDecoder(codec)
+    streamed = "".join(decoder.push(t) for t in codec.tok.encode(text)) + decoder.flush()
+    assert streamed == decoder.text == "see this and <| that"
+
+
+def test_a_random_model_never_leaks_special_tokens(codec):
+    with serve(tiny_model(WIDE), codec) as server:
+        c = client(server)
+        for seed in range(6):
+            kw = {"model": MODEL, "messages": [{"role": "user", "content": "go"}], "tools": [READ_TOOL, BASH_TOOL]}
+            kw |= {"temperature": 1.0, "seed": seed, "max_tokens": 48}
+            out = c.chat.completions.create(**kw).choices[0]
+            texts = [out.message.content or ""] + [tc.function.arguments for tc in out.message.tool_calls or []]
+            chunks = list(c.chat.completions.create(stream=True, **kw))
+            texts += [ch.choices[0].delta.content or "" for ch in chunks if ch.choices]
+            texts += [
+                tc.function.arguments for ch in chunks if ch.choices for tc in ch.choices[0].delta.tool_calls or []
+            ]
+            assert not any(s in t for t in texts for s in SPECIALS), texts
+            assert out.finish_reason in ("stop", "length", "tool_calls")
+            assert (out.finish_reason == "tool_calls") == bool(out.message.tool_calls)
+
+
+def test_unknown_model_max_tokens_and_sampling_ranges(text_server):
+    c = client(text_server)
+    hi = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.NotFoundError) as e:
+        c.chat.completions.create(model="gpt-4o", messages=hi)
+    assert e.value.code == "model_not_found" and e.value.body["param"] == "model"
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model=MODEL, messages=hi, max_tokens=10**9)
+    assert e.value.code == "context_length_exceeded" and e.value.body["param"] == "max_tokens"
+    for bad_value in ({"top_k": 2**40}, {"top_k": -1}, {"top_p": 1.5}, {"temperature": -0.1}, {"seed": 2**70}):
+        with pytest.raises(openai.BadRequestError) as e:
+            c.chat.completions.create(model=MODEL, messages=hi, extra_body=bad_value)
+        assert e.value.body["param"] == next(iter(bad_value)) and e.value.code == "invalid_value"
+
+
+def test_a_bad_request_never_fails_the_requests_batched_with_it(codec):
+    server = serve(scripted_model(text_chain(codec), TINY), codec, max_batch=4)
+    server.start(start_worker=False)  # let good and bad requests arrive together, then run them as one batch
+    try:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}], "temperature": 0.5, "seed": 1}
+        with ThreadPoolExecutor(6) as pool:
+            good = [pool.submit(raw, server, "POST", "/v1/chat/completions", body) for _ in range(3)]
+            bad = [pool.submit(raw, server, "POST", "/v1/chat/completions", body | {"top_k": 2**40}) for _ in range(3)]
+            assert [f.result()[0] for f in bad] == [400, 400, 400]
+            for _ in range(600):
+                if server.worker.queue.qsize() == 3:
+                    break
+                time.sleep(0.05)
+            server.worker.start()
+            assert [json.loads(f.result()[1])["choices"][0]["message"]["content"] for f in good] == ["hi there"] * 3
+        assert server.worker.batch_rows == {3: 1}
+    finally:
+        server.close()
+
+
+def test_every_error_has_openais_shape(text_server):
+    cases = [
+        ("POST", "/v1/chat/completions", b"{not json", 400),
+        ("POST", "/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "x"}]}, 404),
+        ("GET", "/v1/nothing", None, 404),
+        ("DELETE", "/v1/chat/completions", None, 405),
+        ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "tools": 3}, 400),
+    ]
+    for method, path, body, status in cases:
+        got, payload = raw(text_server, method, path, body)
+        error = json.loads(payload)["error"]
+        assert got == status and set(error) == {"message", "type", "param", "code"} and error["code"], error
+
+
+def test_api_key(codec):
+    with serve(scripted_model(text_chain(codec), TINY), codec, api_key="sekret") as server:
+        hi = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "sekret"}):
+            status, payload = raw(server, "POST", "/v1/chat/completions", hi, headers)
+            assert status == 401 and json.loads(payload)["error"]["code"] == "invalid_api_key"
+        with pytest.raises(openai.AuthenticationError):
+            client(server).models.list()
+        right = openai.OpenAI(base_url=server.url + "/v1", api_key="sekret", max_retries=0, timeout=120)
+        assert right.chat.completions.create(**hi).choices[0].message.content == "hi there"
+        assert raw(server, "GET", "/health")[0] == 200  # health needs no key
+
+
+def test_options_and_head_are_answered_in_json(text_server):
+    conn = http.client.HTTPConnection(*text_server.address, timeout=60)
+    conn.request("OPTIONS", "/v1/chat/completions")
+    resp = conn.getresponse()
+    assert resp.status == 200 and json.loads(resp.read())["methods"] == ["POST", "OPTIONS"]
+    assert resp.getheader("Allow") == "POST, OPTIONS"
+    conn.request("HEAD", "/v1/models")
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("Content-Type") == "application/json" and resp.read() == b""
+    assert int(resp.getheader("Content-Length")) > 0
+    conn.request("HEAD", "/v1/chat/completions")
+    resp = conn.getresponse()
+    assert resp.status == 405 and resp.read() == b""
+    conn.close()
+    assert text_server.address[0] == "127.0.0.1"  # the default bind
+
+
+def _wait_until(predicate, timeout_s=60.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_client_hanging_up_cancels_its_generation_quietly(codec, capfd):
+    with serve(tiny_model(WIDE), codec) as server:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "go"}], "max_tokens": 900, "temperature": 1.0}
+        # streamed: hang up after the first event
+        sock = socket.create_connection(server.address, timeout=60)
+        data = json.dumps(body | {"stream": True}).encode()
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+        sock.sendall(b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        sock.close()
+        assert _wait_until(lambda: server.worker.cancelled == 1 and server.worker.running == 0)
+        # not streamed: hang up while it generates
+        sock = socket.create_connection(server.address, timeout=60)
+        data = json.dumps(body).encode()
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data)
+        )
+        assert _wait_until(lambda: server.worker.running == 1)
+        sock.close()
+        assert _wait_until(lambda: server.worker.cancelled == 2 and server.worker.running == 0)
+        ok = client(server).chat.completions.create(model=MODEL, messages=body["messages"], max_tokens=4)
+        assert ok.usage.completion_tokens <= 4
+    assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.slow
+def test_idle_connections_and_slowloris_hold_no_threads(codec):
+    """1000 idle sockets and 50 clients trickling a request head byte by byte: the server's threads stay bounded,
+    the trickling clients get 408 once request_timeout passes, and a normal client is answered meanwhile."""
+    limits = {"request_timeout": 2.0, "idle_timeout": 60.0, "max_connections": 1100}
+    with serve(scripted_model(text_chain(codec), TINY), codec, **limits) as server:
+        fast = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, timeout=2.0)
+        hi = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
+        client(server).chat.completions.create(**hi)  # compiled before the flood
+        threads_before = threading.active_count()
+        idle = [socket.create_connection(server.address, timeout=30) for _ in range(1000)]
+        slow = [socket.create_connection(server.address, timeout=30) for _ in range(50)]
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nX-Slow: " + b"a" * 1000
+        peak, answered, refused, sent = 0, 0, 0, 0
+        try:
+            deadline = time.monotonic() + 6.0  # the flood's bounded length
+            while time.monotonic() < deadline and sent < len(head):
+                for s in slow:
+                    try:
+                        s.send(head[sent : sent + 1])
+                    except OSError:
+                        pass
+                sent += 1
+                peak = max(peak, threading.active_count())
+                if sent % 10 == 0:  # a normal client, served with a bounded wait while the flood goes on
+                    assert fast.models.list().data[0].id == MODEL
+                    assert fast.chat.completions.create(**hi).choices[0].message.content == "hi there"
+                    answered += 1
+                time.sleep(0.05)
+            for s in slow:  # each trickler was cut off with a 408 after request_timeout
+                s.settimeout(10)
+                try:
+                    refused += s.recv(4096).startswith(b"HTTP/1.1 408")
+                except OSError:
+                    pass
+            assert server.health()["connections"] >= 1000  # the idle sockets are still open, holding no thread
+        finally:
+            for s in idle + slow:
+                s.close()
+        print(f"threads: {threads_before} before, {peak} at most under 1000 idle + 50 slowloris connections")
+        assert answered >= 5 and refused == 50
+        assert peak <= threads_before + 8
+
+
+def test_the_connection_cap_answers_503(codec):
+    with serve(scripted_model(text_chain(codec), TINY), codec, max_connections=3) as server:
+        held = [socket.create_connection(server.address, timeout=30) for _ in range(3)]
+        assert _wait_until(lambda: server.health()["connections"] == 3)
+        status, payload = raw(server, "GET", "/v1/models")
+        assert status == 503 and json.loads(payload)["error"]["code"] == "server_overloaded"
+        for s in held:
+            s.close()
+        assert _wait_until(lambda: server.health()["connections"] == 0)
+        assert raw(server, "GET", "/v1/models")[0] == 200
+
+
+def test_required_tool_choice_opens_the_turn_with_a_call(codec):
+    from nanocode.agents.tool_schema import ToolChoice, parse_tools, show_tools
+
+    messages = [{"role": "user", "content": "hello"}]
+    with serve(scripted_model(text_chain(codec), WIDE), codec) as server:
+        c = client(server)
+        free = c.chat.completions.create(model=MODEL, messages=messages, tools=[READ_TOOL]).choices[0]
+        assert free.message.content == "hi there"  # what this model says when left alone
+        out = c.chat.completions.create(
+            model=MODEL, messages=messages, tools=[READ_TOOL], tool_choice="required", max_tokens=8
+        )
+    shown = show_tools(messages, parse_tools([READ_TOOL]), ToolChoice("required"))
+    assert out.usage.prompt_tokens == len(codec.render_prompt(shown)) + 1  # + the forced <|tool_call_start|>
+    assert out.choices[0].message.content != "hi there"  # decoding started inside a call
+    assert (out.choices[0].finish_reason == "tool_calls") == bool(out.choices[0].message.tool_calls)

@@ -1,4 +1,5 @@
-"""`nanocode serve` as a user runs it: a separate process over a saved checkpoint, the openai client, Ctrl-C."""
+"""`nanocode serve` as a user runs it: a separate process over a saved checkpoint, an api key from the environment,
+the openai client, Ctrl-C."""
 
 import json
 import os
@@ -18,6 +19,7 @@ from tests.test_chat_cli import make_run
 def test_serve_command_answers_the_openai_client_and_stops_on_ctrl_c(tmp_path, gin_clean, workspace_base):
     gin_file, _ = make_run(tmp_path)
     env = {**os.environ, "NANOCODE_BASE_DIR": str(workspace_base), "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    env["NANOCODE_API_KEY"] = "cli-key"
     argv = [
         sys.executable,
         "-m",
@@ -40,12 +42,17 @@ def test_serve_command_answers_the_openai_client_and_stops_on_ctrl_c(tmp_path, g
         url = lines[0].strip().rsplit(" on ", 1)[1]
         assert lines[0].startswith("nanocode serve: nanocode-cli-sft from ")
         assert str(Workspace("cli").checkpoint_dir("sft")) in lines[0]
-        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
+        assert url.startswith("http://127.0.0.1:")  # loopback unless --host says otherwise
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=url, api_key="wrong", max_retries=0, timeout=120).models.list()
+        client = openai.OpenAI(base_url=url, api_key="cli-key", max_retries=0, timeout=120)
         assert [m.id for m in client.models.list().data] == ["nanocode-cli-sft"]
-        out = client.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}], temperature=0)
+        out = client.chat.completions.create(
+            model="nanocode-cli-sft", messages=[{"role": "user", "content": "hi"}], temperature=0
+        )
         assert out.usage.completion_tokens <= 6 and out.choices[0].finish_reason in ("stop", "length", "tool_calls")
         stream = client.chat.completions.create(
-            model="x", messages=[{"role": "user", "content": "hi"}], temperature=0, stream=True
+            model="nanocode-cli-sft", messages=[{"role": "user", "content": "hi"}], temperature=0, stream=True
         )
         text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         assert text == (out.choices[0].message.content or "")  # streamed and plain agree (greedy)

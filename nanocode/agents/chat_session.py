@@ -15,7 +15,7 @@ kept conversation is fed again. If even the newest user turn alone does not fit,
 session is left as it was before the message was added.
 
 `TurnDecoder` turns a stream of assistant token ids into text deltas (whole UTF-8 characters, stop strings held back
-and honoured) and finally a parsed message; the HTTP server uses it as well.
+and honoured) and finally a parsed message (the HTTP server uses reply_decoder.py, which also keeps special tokens out).
 """
 
 from __future__ import annotations

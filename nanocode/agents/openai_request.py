@@ -1,41 +1,30 @@
-"""OpenAI chat-completions requests -> nanocode messages and sampling parameters, each field checked.
+"""OpenAI chat-completions requests -> nanocode messages, tools and sampling parameters, each field checked.
 
 Messages map onto nanocode's format: system (and developer) messages, which must come first, become the system
 prompt (merged into the first user turn); user -> user; tool -> tool_result; an assistant message's `tool_calls`
 become nanocode tool-call tokens (arguments' JSON values rendered as strings; several calls in one message become
 consecutive nanocode turns, each followed by its result, since nanocode makes one call per turn). Text content
-parts are joined; other content types are refused. `tools` is accepted and checked for shape; the model is not shown
-it (a nanocode model learns its tools from its system prompt, which the client sends); its declared parameter types
-turn the model's string arguments back into numbers/booleans (`typed_arguments`).
+parts are joined; other content types are refused. `tools` and `tool_choice` are read by tool_schema.py, which also
+puts the tools into the system prompt.
 
-Anything else is refused with a RequestError: an HTTP status, a one-line message and the field at fault.
+Every sampling parameter is range-checked here, before the request is queued: a value the engine cannot take
+(top_k = 2**40 overflows its int32 arrays) would otherwise fail every request batched with it. Anything else is
+refused with a RequestError (api_errors.py): an HTTP status, a one-line message, the field at fault and a code.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from nanocode.agents.api_errors import RequestError, bad
+from nanocode.agents.tool_schema import FunctionTool, ToolChoice, parse_tool_choice, parse_tools, show_tools
 from nanocode.data.conversation import ConversationError, Message, validate_messages
 from nanocode.models.sampling import SamplingParams
 
-
-class RequestError(Exception):
-    """A request the server refuses: HTTP status, a one-line message, the OpenAI error type and the field at fault."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.kind, self.param = status, message, kind, param
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": None}}
-
-
-def bad(message: str, param: str | None = None) -> RequestError:
-    return RequestError(400, message, "invalid_request_error", param)
+__all__ = ["CompletionRequest", "RequestError", "bad", "parse_request", "parse_sampling", "to_nanocode"]
 
 
 def _text(content: Any, where: str) -> str:
@@ -124,85 +113,66 @@ def to_nanocode(messages: Any) -> list[Message]:
 
 
 @dataclass
-class ToolSpec:
-    name: str
-    types: dict[str, str] = field(default_factory=dict)  # argument -> JSON schema type
-
-
-def parse_tools(tools: Any) -> dict[str, ToolSpec]:
-    if tools is None:
-        return {}
-    if not isinstance(tools, list):
-        raise bad("tools must be a list", "tools")
-    out = {}
-    for i, tool in enumerate(tools):
-        fn = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else None
-        if not (isinstance(fn, dict) and isinstance(fn.get("name"), str) and fn["name"]):
-            raise bad(f"tools[{i}]: expected {{'type': 'function', 'function': {{'name': ..., ...}}}}", "tools")
-        props = (fn.get("parameters") or {}).get("properties") or {}
-        if not isinstance(props, dict):
-            raise bad(f"tools[{i}].function.parameters.properties must be an object", "tools")
-        out[fn["name"]] = ToolSpec(fn["name"], {k: v.get("type") for k, v in props.items() if isinstance(v, dict)})
-    return out
-
-
-def typed_arguments(args: Mapping[str, str], spec: ToolSpec | None) -> dict[str, Any]:
-    """The model's string arguments, turned into the JSON types the tool declares where they parse as such."""
-    out: dict[str, Any] = {}
-    for key, value in args.items():
-        kind = spec.types.get(key) if spec else None
-        try:
-            if kind == "integer":
-                out[key] = int(value)
-            elif kind == "number":
-                out[key] = float(value)
-            elif kind == "boolean" and value.strip().lower() in ("true", "false"):
-                out[key] = value.strip().lower() == "true"
-            elif kind in ("object", "array"):
-                out[key] = json.loads(value)
-            else:
-                out[key] = value
-        except ValueError:
-            out[key] = value
-    return out
-
-
-@dataclass
 class CompletionRequest:
-    messages: list[Message]
+    model: str | None
+    messages: list[Message]  # the tools already in the system prompt (tool_schema.show_tools)
     sampling: SamplingParams
     max_tokens: int | None
     stop: list[str]
     stream: bool
     include_usage: bool
-    tools: dict[str, ToolSpec]
+    tools: dict[str, FunctionTool]
+    tool_choice: ToolChoice
 
 
-def _number(body: dict, key: str, default, kind=float, lo=None, hi=None):
+def number_field(body: dict, key: str, default, kind=float, lo=None, hi=None):
     value = body.get(key)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and not isinstance(value, int)):
         raise bad(f"{key} must be {'an integer' if kind is int else 'a number'}", key)
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
+    if value != value or (lo is not None and value < lo) or (hi is not None and value > hi):
         raise bad(f"{key} = {value} is out of range [{lo}, {hi}]", key)
     return kind(value)
 
 
-def parse_request(body: Any) -> CompletionRequest:
-    if not isinstance(body, dict):
-        raise bad("the request body must be a JSON object")
-    messages = to_nanocode(body.get("messages"))
-    temperature = _number(body, "temperature", 1.0, float, 0, 2)
-    top_p = _number(body, "top_p", 1.0, float, 0, 1)
-    top_k = _number(body, "top_k", 0, int, 0, None)  # not OpenAI's, but common in compatible servers
-    seed = _number(body, "seed", None, int, None, None)
+def parse_sampling(body: dict, vocab_size: int) -> SamplingParams:
+    """temperature [0, 2], top_p [0, 1], top_k [0, vocab] (not OpenAI's; common in compatible servers), a 64-bit
+    seed (random when absent); penalties and logit_bias only at their neutral values."""
+    temperature = number_field(body, "temperature", 1.0, float, 0, 2)
+    top_p = number_field(body, "top_p", 1.0, float, 0, 1)
+    top_k = number_field(body, "top_k", 0, int, 0, vocab_size)
+    seed = number_field(body, "seed", None, int, -(2**63), 2**63 - 1)
+    for key in ("presence_penalty", "frequency_penalty"):
+        if number_field(body, key, 0.0, float, -2, 2) != 0:
+            raise bad(f"{key} is not supported (only 0)", key)
+    if body.get("logit_bias"):
+        raise bad("logit_bias is not supported", "logit_bias")
     if top_p == 0:
         temperature = 0.0  # the nucleus of p = 0 is the most likely token alone
         top_p = 1.0
-    max_tokens = _number(body, "max_completion_tokens", None, int, 1, None)
-    max_tokens = _number(body, "max_tokens", max_tokens, int, 1, None)
-    if _number(body, "n", 1, int, 1, None) != 1:
+    seed = seed if seed is not None else int.from_bytes(uuid.uuid4().bytes[:4], "little")
+    return SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed % 2**32)
+
+
+def model_name(body: dict) -> str | None:
+    name = body.get("model")
+    if name is not None and not isinstance(name, str):
+        raise bad("model must be a string", "model")
+    return name
+
+
+def parse_request(body: Any, vocab_size: int) -> CompletionRequest:
+    if not isinstance(body, dict):
+        raise bad("the request body must be a JSON object")
+    model = model_name(body)
+    messages = to_nanocode(body.get("messages"))
+    tools = parse_tools(body.get("tools"))
+    choice = parse_tool_choice(body.get("tool_choice"), tools)
+    sampling = parse_sampling(body, vocab_size)
+    max_tokens = number_field(body, "max_completion_tokens", None, int, 1, None)
+    max_tokens = number_field(body, "max_tokens", max_tokens, int, 1, None)
+    if number_field(body, "n", 1, int, 1, None) != 1:
         raise bad("only n = 1 is supported", "n")
     if body.get("logprobs"):
         raise bad("logprobs are not supported", "logprobs")
@@ -219,8 +189,6 @@ def parse_request(body: Any) -> CompletionRequest:
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise bad("stream_options must be an object", "stream_options")
-    seed = seed if seed is not None else int.from_bytes(uuid.uuid4().bytes[:4], "little")
-    sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed % 2**32)
-    return CompletionRequest(
-        messages, sampling, max_tokens, stop, stream, bool(options.get("include_usage")), parse_tools(body.get("tools"))
-    )
+    messages = show_tools(messages, tools, choice)
+    include_usage = bool(options.get("include_usage"))
+    return CompletionRequest(model, messages, sampling, max_tokens, stop, stream, include_usage, tools, choice)

@@ -29,6 +29,15 @@ Message = dict[str, Any]
 OVERFLOW_POLICIES = ("drop", "truncate")
 
 
+def tool_template(name: str, arg_names: Sequence[str]) -> str:
+    """A tool's line in nanocode's system prompt, as the model was trained to read it (special tokens as plain text):
+
+    Read:  <|tool_call_start|>Read<|tool_arg|>file_path<|tool_val|>...<|tool_call_end|>
+    """
+    body = "".join(f"<|tool_arg|>{arg}<|tool_val|>..." for arg in arg_names)
+    return f"{name}:  <|tool_call_start|>{name}{body}<|tool_call_end|>"
+
+
 class ConversationError(ValueError):
     """A conversation that does not follow the format (bad role order, empty, unknown role)."""
 
@@ -48,10 +57,15 @@ class MalformedToolCall:
 
 
 def validate_messages(messages: Sequence[Message]) -> None:
-    """Check roles and their order: optional system first, a user turn, then turns where every tool_result
-    follows an assistant tool call."""
+    """Check types, roles and their order: optional system first, a user turn, then turns where every tool_result
+    follows an assistant tool call. Data files are user input: a wrong type is a ConversationError, not a crash
+    later in rendering."""
+    if not isinstance(messages, list | tuple):
+        raise ConversationError(f"messages must be a list, got {type(messages).__name__}")
     if not messages:
         raise ConversationError("conversation has no messages")
+    for i, msg in enumerate(messages):
+        _check_message(i, msg)
     body = list(messages[1:] if messages[0].get("role") == "system" else messages)
     if not body or body[0].get("role") != "user":
         raise ConversationError("conversation must start with a user turn (after an optional system message)")
@@ -61,6 +75,35 @@ def validate_messages(messages: Sequence[Message]) -> None:
             raise ConversationError(f"message {i}: unknown role {role!r}")
         if role == "tool_result" and not (prev.get("role") == "assistant" and prev.get("tool_call")):
             raise ConversationError(f"message {i}: a tool_result must follow an assistant tool call")
+
+
+# The scalar types a tool argument value may have (rendered with str()).
+_ARG_TYPES = (str, int, float, bool)
+
+
+def _check_message(i: int, msg: Any) -> None:
+    if not isinstance(msg, dict):
+        raise ConversationError(f"message {i}: must be an object, got {type(msg).__name__}")
+    if not isinstance(msg.get("role"), str):
+        raise ConversationError(f"message {i}: 'role' must be a string, got {type(msg.get('role')).__name__}")
+    content = msg.get("content")
+    if content is not None and not isinstance(content, str):
+        raise ConversationError(f"message {i}: 'content' must be a string, got {type(content).__name__}")
+    call = msg.get("tool_call")
+    if call is None:
+        return
+    if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+        raise ConversationError(f"message {i}: 'tool_call' must be an object with a string 'name'")
+    args = call.get("args")
+    if args is None:
+        return
+    if not isinstance(args, dict):
+        raise ConversationError(f"message {i}: tool_call 'args' must be an object, got {type(args).__name__}")
+    for key, value in args.items():
+        if not isinstance(value, _ARG_TYPES):
+            raise ConversationError(
+                f"message {i}: tool_call argument {key!r} must be a string or number, got {type(value).__name__}"
+            )
 
 
 class ConversationCodec:
