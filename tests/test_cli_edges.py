@@ -51,3 +51,23 @@ def test_report_on_an_empty_workspace_warns(capsys, gin_clean):
     assert main(["report", "--gin_file", EXPERIMENT]) == 0
     err = capsys.readouterr().err
     assert "warning:" in err and "holds no stage's metrics" in err
+
+
+def test_onpolicy_takes_the_model_the_endpoint_serves(tmp_path):
+    """`synth onpolicy` without --model asks the endpoint (GET /models) which model it serves."""
+    import json
+
+    from nanocode.cli.synth import served_model
+    from nanocode.core.errors import ConfigError
+    from tests.httpserver import FileServer
+
+    (tmp_path / "one" / "v1").mkdir(parents=True)
+    (tmp_path / "one" / "v1" / "models").write_text(json.dumps({"data": [{"id": "nanocode-debug-sft"}]}))
+    (tmp_path / "two" / "v1").mkdir(parents=True)
+    (tmp_path / "two" / "v1" / "models").write_text(json.dumps({"data": [{"id": "a"}, {"id": "b"}]}))
+    with FileServer(tmp_path) as server:
+        assert served_model(server.url("one/v1")) == "nanocode-debug-sft"
+        with pytest.raises(ConfigError, match="serves 2 models"):
+            served_model(server.url("two/v1"))
+        with pytest.raises(ConfigError, match="pass --model"):
+            served_model(server.url("missing/v1"))

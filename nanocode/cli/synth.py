@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", help="rollouts: a scenarios JSONL ({id, prompt}); restyle: a conversations JSONL")
     onpolicy = parser.add_argument_group("onpolicy")
     onpolicy.add_argument("--url", default="http://127.0.0.1:8000/v1", help="the policy's OpenAI-compatible endpoint")
-    onpolicy.add_argument("--model", default="default", help="model name sent to the endpoint")
+    onpolicy.add_argument("--model", help="model name sent to the endpoint (default: the one it serves)")
     onpolicy.add_argument("--count", type=int, default=16, help="repo tasks to run")
     onpolicy.add_argument("--seed", type=int, default=0, help="which repo tasks (RepoTasks seed)")
     onpolicy.add_argument("--kinds", nargs="*", default=None, help="task kinds (default: all)")
@@ -82,6 +82,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def served_model(url: str) -> str:
+    """The id of the one model an endpoint serves (GET /models), so `--model` is needed only where it serves many."""
+    import os
+    import urllib.request
+
+    from nanocode.core.errors import ConfigError
+
+    request = urllib.request.Request(f"{url.rstrip('/')}/models")
+    key = os.environ.get("OPENAI_API_KEY")  # the key the client sends (a `nanocode serve --api-key` one, say)
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            ids = [m["id"] for m in json.load(reply)["data"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{url}/models: cannot list the served models ({e}); pass --model NAME") from None
+    if len(ids) != 1:
+        raise ConfigError(f"{url} serves {len(ids)} models ({', '.join(ids)}): pass --model NAME")
+    return ids[0]
+
+
 def run_onpolicy(args: argparse.Namespace, workspace) -> int:
     from nanocode.agents.onpolicy import onpolicy_pairs
     from nanocode.agents.served_policy import ServedPolicy
@@ -89,7 +110,7 @@ def run_onpolicy(args: argparse.Namespace, workspace) -> int:
 
     out = workspace.run_dir("synth") / "onpolicy"
     config.write_config(out)
-    client = OpenAICompatibleTeacher(base_url=args.url, model=args.model)
+    client = OpenAICompatibleTeacher(base_url=args.url, model=args.model or served_model(args.url))
     policy = ServedPolicy(client, temperature=args.temperature, max_tokens=args.max_tokens)
     summary = onpolicy_pairs(
         policy, out, count=args.count, seed=args.seed, kinds=args.kinds, max_steps=args.max_steps,
