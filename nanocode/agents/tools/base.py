@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from nanocode.agents.sandbox import Sandbox, SandboxPathError
+from nanocode.data.conversation import tool_template
 
 _INT = re.compile(r"[+-]?\d{1,18}")  # an int64 at most: longer digit strings are refused before int() sees them
 _DIGITS = re.compile(r"[+-]?(\d+)")
@@ -79,8 +80,7 @@ class Tool:
     # -- schema ---------------------------------------------------------------------------------------------------
     def prompt_template(self) -> str:
         """nanocode's system-prompt line: `Read:  <|tool_call_start|>Read<|tool_arg|>file_path<|tool_val|>...`."""
-        body = "".join(f"<|tool_arg|>{a.name}<|tool_val|>..." for a in self.args if a.in_prompt)
-        return f"{self.name}:  <|tool_call_start|>{self.name}{body}<|tool_call_end|>"
+        return tool_template(self.name, [a.name for a in self.args if a.in_prompt])
 
     def openai_schema(self) -> dict[str, Any]:
         """The OpenAI `tools` entry (chat-completions function calling) for this tool."""
