@@ -18,6 +18,12 @@ Faults (each consumes one request of its file; later requests are served normall
 Every response carries the file's ETag (a hash of its bytes on disk: rewrite the file to publish a new version) and
 a Range request with a stale `If-Range` gets the whole file with 200, as HTTP says. `FileServer(root, etags=False)`
 sends no ETag; `if_range=False` ignores If-Range (a server that resumes whatever version it has now).
+`server.requests` records (file name, request headers) for each request.
+
+As the Hugging Face Hub: `hub=True` adds the Hub's headers to every answer, `X-Linked-Etag` (the file's sha256, or
+what `server.published[name]` says instead) and `X-Repo-Commit` (`server.commit`); `cdn=True` also answers a request
+under datasets/ as the Hub does for an LFS file: a 302 carrying those headers, to the same file on another host
+name (http://localhost:PORT/cdn/<name>), whose answer has none of them.
 """
 
 from __future__ import annotations
@@ -33,10 +39,15 @@ FAULTS = ("drop", "stall", "truncate", "corrupt", "ignore_range", "error503")
 
 
 class FileServer:
-    def __init__(self, root: str | Path, *, etags: bool = True, if_range: bool = True):
+    def __init__(
+        self, root: str | Path, *, etags: bool = True, if_range: bool = True, hub: bool = False, cdn: bool = False
+    ):
         self.root = Path(root)
-        self.etags, self.if_range = etags, if_range
+        self.etags, self.if_range, self.hub, self.cdn = etags, if_range, hub or cdn, cdn
+        self.published: dict[str, str] = {}  # name -> the sha256 to publish instead of the true one
+        self.commit = "c0ffee" * 6 + "c0de"  # a commit id's shape: 40 hex digits
         self.log: list[tuple[str, str | None, int]] = []
+        self.requests: list[tuple[str, dict[str, str]]] = []
         self._scripts: dict[str, deque[str]] = defaultdict(deque)
         self._always: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -90,14 +101,23 @@ def _handler_for(server: FileServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             name = self.path.split("?", 1)[0].lstrip("/")
-            self._etag = None
+            server.requests.append((name, dict(self.headers)))
+            self._etag, self._hub_headers = None, {}
             range_header = self.headers.get("Range")
-            path = (server.root / name).resolve()
+            on_cdn = server.cdn and name.startswith("cdn/")
+            path = (server.root / name.removeprefix("cdn/" if on_cdn else "")).resolve()
             if not path.is_file() or server.root.resolve() not in path.parents:  # nested paths, never outside root
                 return self._reply(name, range_header, 404, b"not found")
             data = path.read_bytes()
             etag = f'"{hashlib.sha256(data).hexdigest()[:16]}"'
             self._etag = etag if server.etags else None
+            if server.hub and not on_cdn:
+                sha256 = server.published.get(name, hashlib.sha256(data).hexdigest())
+                self._hub_headers = {"X-Linked-Etag": f'"{sha256}"', "X-Repo-Commit": server.commit}
+            if server.cdn and not on_cdn and name.startswith("datasets/"):
+                port = server._httpd.server_address[1]
+                location = {"Location": f"http://localhost:{port}/cdn/{name}"}
+                return self._reply(name, range_header, 302, b"", location)
             fault = server._next_fault(name)
             if fault == "error503":
                 return self._reply(name, range_header, 503, b"try again")
@@ -126,15 +146,21 @@ def _handler_for(server: FileServer) -> type[BaseHTTPRequestHandler]:
                 return
             self._reply(name, range_header, status, body, headers)
 
+        do_HEAD = do_GET
+
         def _reply(self, name, range_header, status, body, headers=None, send=None) -> None:
             server.log.append((name, range_header, status))
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             if self._etag:
                 self.send_header("ETag", self._etag)
+            for key, value in self._hub_headers.items():
+                self.send_header(key, value)
             for key, value in (headers or {}).items():
                 self.send_header(key, value)
             self.end_headers()
+            if self.command == "HEAD":  # the headers a GET would have, as huggingface_hub asks for first
+                return
             self.wfile.write(body if send is None else body[:send])
             self.wfile.flush()
 

@@ -10,6 +10,7 @@ experiments offline: serve the directory with tests.httpserver.FileServer and po
     eval_bundle.zip                                                                        (S3's path)
 
 Everything in nanocode's own layouts (parquet column `text`; {"messages": [...]} with tool calls; chosen/rejected).
+`build_hub(root, revision=...)` puts the datasets under another revision than `main` (the flagship gin files pin one).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from tests.helpers import stdlib_texts
 NAMES = ["hello", "utils", "main", "app", "core", "setup", "data", "model", "train", "cli", "io", "api"]
 
 
-def hub_dir(root: Path, repo: str) -> Path:
-    path = root / "datasets" / repo / "resolve" / "main"
+def hub_dir(root: Path, repo: str, revision: str = "main") -> Path:
+    path = root / "datasets" / repo / "resolve" / revision
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -76,13 +77,13 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
-def build_hub(root: Path) -> Path:
-    """Write the miniature Hub (and the eval bundle) under `root`; returns it."""
+def build_hub(root: Path, revision: str = "main") -> Path:
+    """Write the miniature Hub (and the eval bundle) under `root`, the datasets at `revision`; returns `root`."""
     from tests.test_eval_cmd import make_bundle  # a one-task-per-type CORE bundle in DCLM's layout, zipped
 
     prose = [t for t in pydoc_data.topics.topics.values() if len(t) > 200]
-    write_shards(hub_dir(root, "karpathy/fineweb-edu-100b-shuffle"), prose[: 3 * (len(prose) // 3)], 3)
-    write_shards(hub_dir(root, "smohammadi/the-stack-v2-python-shuffle"), stdlib_texts(1_500_000), 2)
+    write_shards(hub_dir(root, "karpathy/fineweb-edu-100b-shuffle", revision), prose[: 3 * (len(prose) // 3)], 3)
+    write_shards(hub_dir(root, "smohammadi/the-stack-v2-python-shuffle", revision), stdlib_texts(1_500_000), 2)
     sets = {
         "smohammadi/nanocode-tulu-selfoss-evol": ("all_{}.jsonl", False, conversation),
         "smohammadi/nanocode-long-context": ("rollouts_{}.jsonl", True, conversation),
@@ -90,7 +91,7 @@ def build_hub(root: Path) -> Path:
         "smohammadi/nanocode-long-context-preference": ("preference_rollouts_{}.jsonl", True, pair),
     }
     for repo, (pattern, long, make) in sets.items():
-        directory = hub_dir(root, repo)
+        directory = hub_dir(root, repo, revision)
         records = [make(i, long) for i in range(48)]
         records = [r if "chosen" in r else {"messages": r} for r in records]
         write_jsonl(directory / pattern.format("train"), records[:40])

@@ -27,6 +27,7 @@ FLAGS = {
     "shards": "num_shards",
     "workers": "workers",
     "base_url": "base_url",
+    "revision": "revision",
     "dir": "directory",
     "max_docs": "max_docs",
     "max_chars": "max_chars",
@@ -44,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base_url",
         help="download from this mirror instead (shard i = BASE_URL/shard_{i:05d}.parquet; $HF_ENDPOINT also works)",
+    )
+    parser.add_argument(
+        "--revision", help="the dataset's revision on the Hub: a branch, tag or commit id (default: main)"
     )
     parser.add_argument("--dir", help="shard directory (default: $NANOCODE_BASE_DIR/base_data/<dataset>)")
     parser.add_argument("--max_docs", type=int, help="built sources: keep at most this many documents")

@@ -19,9 +19,9 @@ import numpy as np
 from nanocode.core.errors import DataError
 from nanocode.core.kinds import PREFERENCE_DATASETS
 from nanocode.core.workspace import Workspace
+from nanocode.data import hub
 from nanocode.data.conversation import ConversationCodec, ConversationError, Message, validate_messages
-from nanocode.data.download import download_file
-from nanocode.data.sft import hub_file_url, jsonl_records
+from nanocode.data.sft import download_hub_files, jsonl_records
 
 
 @dataclass
@@ -124,25 +124,31 @@ class JSONLPreferences:
 
 @PREFERENCE_DATASETS.register("hub_preferences")
 class HubPreferences(JSONLPreferences):
-    """Preference JSONL in the Hugging Face layout, downloaded into the workspace."""
+    """Preference JSONL in the Hugging Face layout (`resolve/<revision>/<file>`), downloaded into the workspace."""
 
     def __init__(
-        self, repo: str, train_file: str, test_file: str, base_url: str | None = None, directory: str | None = None
+        self,
+        repo: str,
+        train_file: str,
+        test_file: str,
+        base_url: str | None = None,
+        directory: str | None = None,
+        revision: str = hub.DEFAULT_REVISION,
     ):
         self.repo, self.train_file, self.test_file, self.base_url = repo, train_file, test_file, base_url
+        self.revision = revision
         self.directory = Path(directory) if directory else Workspace().sft_data_dir(repo.split("/")[-1])
         super().__init__(str(self.directory / train_file), str(self.directory / test_file))
 
     def prepare(self) -> None:
-        for file in (self.train_file, self.test_file):
-            if not (self.directory / file).is_file():
-                download_file(
-                    hub_file_url(self.base_url, self.repo, file), self.directory / file, validate=read_preferences
-                )
+        files = (self.train_file, self.test_file)
+        download_hub_files(self.directory, self.repo, files, self.base_url, self.revision, read_preferences)
 
 
 @PREFERENCE_DATASETS.register("nanocode_tulu_selfoss_evol_preference")
-def nanocode_tulu_selfoss_evol_preference(base_url: str | None = None, directory: str | None = None) -> HubPreferences:
+def nanocode_tulu_selfoss_evol_preference(
+    base_url: str | None = None, directory: str | None = None, revision: str = hub.DEFAULT_REVISION
+) -> HubPreferences:
     """nanocode's short-rollout pairs: chosen = SOUL-restyled, rejected = original."""
     return HubPreferences(
         "smohammadi/nanocode-tulu-selfoss-evol-preference",
@@ -150,11 +156,14 @@ def nanocode_tulu_selfoss_evol_preference(base_url: str | None = None, directory
         "all.pref_test.jsonl",
         base_url,
         directory,
+        revision,
     )
 
 
 @PREFERENCE_DATASETS.register("nanocode_long_context_preference")
-def nanocode_long_context_preference(base_url: str | None = None, directory: str | None = None) -> HubPreferences:
+def nanocode_long_context_preference(
+    base_url: str | None = None, directory: str | None = None, revision: str = hub.DEFAULT_REVISION
+) -> HubPreferences:
     """nanocode's long-context pairs: rejected = first failing attempt, chosen = the revision that passed."""
     return HubPreferences(
         "smohammadi/nanocode-long-context-preference",
@@ -162,6 +171,7 @@ def nanocode_long_context_preference(base_url: str | None = None, directory: str
         "preference_rollouts_test.jsonl",
         base_url,
         directory,
+        revision,
     )
 
 

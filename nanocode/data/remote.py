@@ -16,9 +16,8 @@ import pyarrow.parquet as pq
 from nanocode.core.errors import ConfigError, DataError
 from nanocode.core.io import write_json
 from nanocode.core.kinds import DATA_SOURCES
-from nanocode.data import parquet
+from nanocode.data import hub, parquet
 from nanocode.data.download import DownloadJob, download_many, file_sha256
-from nanocode.data.hub import dataset_url
 from nanocode.data.sources import ParquetSource
 
 PARQUET_MAGIC = b"PAR1"
@@ -57,8 +56,9 @@ def check_recorded(path: Path, sha256: str | None) -> None:
 
 
 class RemoteParquetSource(ParquetSource):
-    """Shards downloaded from `base_url` (default: the dataset `REPO` on the Hub, $HF_ENDPOINT honoured): shard i is
-    `{base_url}/shard_{i:05d}.parquet`.
+    """Shards downloaded from `base_url` (default: the dataset `REPO` on the Hub at `revision`, $HF_ENDPOINT and
+    $HF_TOKEN honoured): shard i is `{base_url}/shard_{i:05d}.parquet`. The revision, and the commit the Hub resolved
+    it to, are recorded beside the shards (`revision.json`); shards of another revision are never mixed in.
 
     `base_url` may instead be a template with `{index}` (and/or `{name}`, the shard file name), for mirrors with
     another layout. `num_shards = -1` means every shard the dataset has.
@@ -76,9 +76,11 @@ class RemoteParquetSource(ParquetSource):
         workers: int = 4,
         retries: int = 5,
         timeout: float = 60.0,
+        revision: str = hub.DEFAULT_REVISION,
     ):
         super().__init__(directory)
-        self.base_url = base_url or dataset_url(self.REPO)
+        self.revision = revision
+        self.base_url = base_url or hub.dataset_url(self.REPO, revision=revision)
         self.num_shards = self.MAX_SHARDS if num_shards == -1 else num_shards
         if not 2 <= self.num_shards <= self.MAX_SHARDS:
             raise ConfigError(
@@ -98,6 +100,8 @@ class RemoteParquetSource(ParquetSource):
     def prepare(self, *, progress: bool = True) -> None:
         """Download the missing shards. Present ones are checked against the sha256 recorded when they were
         downloaded (`checksums.json`), so a shard corrupted since is caught; a bad one is fetched again."""
+        if any(p.exists() for p in self.expected_paths()):
+            hub.check_revision(self.directory, self.REPO, self.revision)
         recorded = self.recorded_checksums()
         for path in self.expected_paths():
             if path.exists():
@@ -109,19 +113,24 @@ class RemoteParquetSource(ParquetSource):
                     recorded.pop(path.name, None)
                     write_json(self.directory / CHECKSUMS, recorded)  # its old record must not outlive it
         jobs = [DownloadJob(self.url(i), path) for i, path in enumerate(self.expected_paths())]
-        download_many(
-            jobs,
-            workers=self.workers,
-            progress=progress,
-            desc=f"{self.name} shards",
-            retries=self.retries,
-            timeout=self.timeout,
-            validate=verify_shard,
-        )
-        for path in self.expected_paths():  # every shard here passed verify_shard: record what it was
-            if path.name not in recorded:
-                recorded[path.name] = file_sha256(path)
-        write_json(self.directory / CHECKSUMS, dict(sorted(recorded.items())))
+        try:
+            download_many(
+                jobs,
+                workers=self.workers,
+                progress=progress,
+                desc=f"{self.name} shards",
+                retries=self.retries,
+                timeout=self.timeout,
+                validate=verify_shard,
+            )
+        finally:  # the shards that did arrive are recorded even when others failed
+            fresh = [job.meta for job in jobs if job.meta]
+            if fresh:
+                hub.record_revision(self.directory, self.REPO, self.revision, [m["commit"] for m in fresh])
+            for job in jobs:  # every shard here passed verify_shard: record what it was
+                if job.dest.exists() and job.dest.name not in recorded:
+                    recorded[job.dest.name] = job.meta.get("sha256") or file_sha256(job.dest)
+            write_json(self.directory / CHECKSUMS, dict(sorted(recorded.items())))
 
     def recorded_checksums(self) -> dict[str, str]:
         """{shard name: sha256} as downloaded; an unreadable record is ignored (the shards are then fully verified)."""
@@ -145,7 +154,10 @@ class RemoteParquetSource(ParquetSource):
         return parquet.split_shards(paths, split, where=self.directory)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(num_shards={self.num_shards}, directory={str(self.directory)!r})"
+        return (
+            f"{type(self).__name__}(num_shards={self.num_shards}, revision={self.revision!r}, "
+            f"directory={str(self.directory)!r})"
+        )
 
 
 @DATA_SOURCES.register("fineweb_edu")

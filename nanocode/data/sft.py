@@ -22,14 +22,33 @@ import numpy as np
 from nanocode.core.errors import DataError
 from nanocode.core.kinds import SFT_DATASETS
 from nanocode.core.workspace import Workspace
+from nanocode.data import hub
 from nanocode.data.conversation import ConversationCodec, ConversationError, Message, validate_messages
 from nanocode.data.download import download_file, one_line
-from nanocode.data.hub import dataset_url
 
 
-def hub_file_url(template: str | None, repo: str, file: str) -> str:
-    """`file` of dataset `repo`: on the Hub, or where a mirror's {repo}/{file} template says."""
-    return dataset_url(repo, file) if template is None else template.format(repo=repo, file=file)
+def hub_file_url(template: str | None, repo: str, file: str, revision: str = hub.DEFAULT_REVISION) -> str:
+    """`file` of dataset `repo` at `revision`: on the Hub, or where a mirror's template ({repo}, {file} and
+    optionally {revision}) says."""
+    if template is None:
+        return hub.dataset_url(repo, file, revision)
+    return template.format(repo=repo, file=file, revision=revision)
+
+
+def download_hub_files(
+    directory: Path, repo: str, files: Sequence[str], base_url: str | None, revision: str, validate
+) -> None:
+    """The missing `files` of `repo` at `revision` into `directory`, recording the revision (and the commit the Hub
+    resolved it to) beside them; files of another revision already there are refused, not mixed in."""
+    missing = [file for file in files if not (directory / file).is_file()]
+    if not missing:
+        return
+    if len(missing) < len(files):
+        hub.check_revision(directory, repo, revision)
+    for file in missing:
+        meta: dict = {}
+        download_file(hub_file_url(base_url, repo, file, revision), directory / file, validate=validate, meta=meta)
+        hub.record_revision(directory, repo, revision, [meta.get("commit")])
 
 
 def read_jsonl(path: str | Path) -> list[list[Message]]:
@@ -105,37 +124,47 @@ class JSONLConversations(ConversationDataset):
 
 @SFT_DATASETS.register("hub_conversations")
 class HubConversations(JSONLConversations):
-    """A conversation dataset in the Hugging Face layout (`resolve/main/<file>`), downloaded to the workspace.
-    `base_url`: a template with {repo} and {file} for a mirror of another layout (default: the Hub, $HF_ENDPOINT)."""
+    """A conversation dataset in the Hugging Face layout (`resolve/<revision>/<file>`), downloaded to the workspace.
+    `base_url`: a template with {repo}, {file} (and {revision}) for a mirror of another layout (default: the Hub,
+    $HF_ENDPOINT and $HF_TOKEN honoured)."""
 
     def __init__(
-        self, repo: str, train_file: str, test_file: str, base_url: str | None = None, directory: str | None = None
+        self,
+        repo: str,
+        train_file: str,
+        test_file: str,
+        base_url: str | None = None,
+        directory: str | None = None,
+        revision: str = hub.DEFAULT_REVISION,
     ):
         self.repo, self.train_file, self.test_file, self.base_url = repo, train_file, test_file, base_url
+        self.revision = revision
         self.directory = Path(directory) if directory else Workspace().sft_data_dir(repo.split("/")[-1])
         super().__init__(str(self.directory / train_file), str(self.directory / test_file))
         self.name = repo.split("/")[-1]
 
     def prepare(self) -> None:
-        for file in (self.train_file, self.test_file):
-            dest = self.directory / file
-            if not dest.is_file():
-                download_file(hub_file_url(self.base_url, self.repo, file), dest, validate=validate_jsonl)
+        files = (self.train_file, self.test_file)
+        download_hub_files(self.directory, self.repo, files, self.base_url, self.revision, validate_jsonl)
 
 
 @SFT_DATASETS.register("nanocode_tulu_selfoss_evol")
-def nanocode_tulu_selfoss_evol(base_url: str | None = None, directory: str | None = None) -> HubConversations:
+def nanocode_tulu_selfoss_evol(
+    base_url: str | None = None, directory: str | None = None, revision: str = hub.DEFAULT_REVISION
+) -> HubConversations:
     """nanocode's ~120K short tool-call rollouts restyled to the SOUL (smohammadi/nanocode-tulu-selfoss-evol)."""
     return HubConversations(
-        "smohammadi/nanocode-tulu-selfoss-evol", "all_train.jsonl", "all_test.jsonl", base_url, directory
+        "smohammadi/nanocode-tulu-selfoss-evol", "all_train.jsonl", "all_test.jsonl", base_url, directory, revision
     )
 
 
 @SFT_DATASETS.register("nanocode_long_context")
-def nanocode_long_context(base_url: str | None = None, directory: str | None = None) -> HubConversations:
+def nanocode_long_context(
+    base_url: str | None = None, directory: str | None = None, revision: str = hub.DEFAULT_REVISION
+) -> HubConversations:
     """nanocode's ~2K long multi-turn agentic rollouts (smohammadi/nanocode-long-context)."""
     return HubConversations(
-        "smohammadi/nanocode-long-context", "rollouts_train.jsonl", "rollouts_test.jsonl", base_url, directory
+        "smohammadi/nanocode-long-context", "rollouts_train.jsonl", "rollouts_test.jsonl", base_url, directory, revision
     )
 
 
