@@ -4,6 +4,7 @@
     POST /v1/responses          the Responses API (responses_api.py); GET /v1/responses/{id}
     GET  /v1/models             the one model served; GET /v1/models/{id}
     GET  /health                status and queue depth (no key needed)
+    GET  /                      the web chat page (web_chat.py; no key needed, its API calls carry the key)
     OPTIONS, HEAD               answered in JSON for every path
 
 The contract a client can rely on:
@@ -37,11 +38,12 @@ from nanocode.agents.openai_request import CompletionRequest, parse_request
 from nanocode.agents.responses_api import ResponsesEndpoint
 from nanocode.agents.serving_worker import Job, QueueFull, Reply, Result, Worker
 from nanocode.agents.tool_schema import ToolChoice, forced_prefix
+from nanocode.agents.web_chat import chat_page
 from nanocode.data.conversation import ConversationCodec, Message
 from nanocode.models.engine import Engine
 from nanocode.models.sampling import SamplingParams
 
-PUBLIC_PATHS = ("/health",)  # answered without the api key
+PUBLIC_PATHS = ("/health", "/")  # answered without the api key
 
 Route = Callable[[HttpRequest], HttpResponse]
 
@@ -74,6 +76,7 @@ class CompletionServer:
         self.worker = Worker(engine, codec, max_batch=max_batch, max_queue=max_queue)
         self.responses = ResponsesEndpoint(self, store_size=store_size)
         self.routes: dict[str, dict[str, Route]] = {
+            "/": {"GET": lambda r: chat_page()},
             "/health": {"GET": lambda r: HttpResponse.json(200, self.health())},
             "/v1/models": {"GET": lambda r: HttpResponse.json(200, self.models())},
             f"/v1/models/{model_name}": {"GET": lambda r: HttpResponse.json(200, self.models()["data"][0])},

@@ -3,6 +3,7 @@
     POST /v1/chat/completions   (messages, tools, tool_choice, stream, temperature, top_p, max_tokens, stop, seed)
     POST /v1/responses          (input, instructions, tools, previous_response_id, stream); GET /v1/responses/{id}
     GET  /v1/models, GET /health
+    GET  /                      a web chat page (streams replies; shows tool calls; asks for the key if one is set)
 
 The model, checkpoint and tokenizer are found as for `nanocode chat`. Requests run on one engine in batches of up to
 --max_batch; at most --max_queue wait, more get 503. It listens on 127.0.0.1 unless --host says otherwise; with
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
     print(f"nanocode serve: {name} from {loaded.checkpoint} (step {loaded.step}) on {server.url}/v1", flush=True)
+    print(f"nanocode serve: web chat at {server.url}/", flush=True)
     if server.api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"nanocode serve: warning: listening on {args.host} with no api key", flush=True)
     try:
