@@ -37,7 +37,7 @@ def load_experiment(files, params=(), plugins=()):
     return load(list(files), list(params), list(plugins))
 
 
-STAGE_FIELDS = ("tokenizer_training", "pretraining", "synth", "sft", "align", "eval", "report")
+STAGE_FIELDS = ("tokenizer_training", "pretraining", "synth", "sft", "align", "rl", "eval", "report")
 
 
 def experiment_gin(*includes: str, keep: tuple[str, ...] = ()) -> list[str]:

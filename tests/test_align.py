@@ -309,14 +309,14 @@ def test_align_resume_equals_the_straight_run(tmp_path, clean_gin):
 
 # ------------------------------------------------------------------------------------------------ the plugin
 def test_plugin_objective_outside_the_package_trains_by_name_from_gin(tmp_path, clean_gin):
-    """tests/plugins_objective registers `ln_dpo`; a gin file imports it and selects it by name: no nanocode file
+    """examples/ln_dpo.py registers `ln_dpo`; a gin file imports it and selects it by name: no nanocode file
     knows about it."""
     save_stage_checkpoint("plugin", "sft")
     lines = align_lines(tmp_path, "plugin", "", "Alignment.num_steps = 2", "Alignment.eval_every = 0")
-    lines = ["import tests.plugins_objective.length_normalised_dpo", *lines, "Alignment.objective = @ln_dpo()"]
+    lines = ["import examples.ln_dpo", *lines, "Alignment.objective = @ln_dpo()"]
     gin_file = write_experiment(tmp_path / "plugin.gin", lines)
     assert main(["align", "--gin_file", gin_file, "--quiet"]) == 0
-    assert PREFERENCE_OBJECTIVES.get("ln_dpo").__module__ == "tests.plugins_objective.length_normalised_dpo"
+    assert PREFERENCE_OBJECTIVES.get("ln_dpo").__module__ == "examples.ln_dpo"
     losses = last_per_step("plugin", "align", "loss")
     assert sorted(losses) == [1, 2] and all(np.isfinite(v) for v in losses.values())
     assert np.isclose(losses[1], np.log(2.0), atol=1e-5)  # policy == reference at step 1: -log sigmoid(0)

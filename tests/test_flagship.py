@@ -171,7 +171,9 @@ def test_flagship_speedrun_runs_every_stage(name, hub, workspace_base, monkeypat
     tag = name.split("_")[0]
     workspace = Workspace(tag)
     markers = sorted(p.stem for p in (workspace.model_dir / "speedrun").glob("*.json"))
-    assert markers == sorted(["tokenizer", "tokenizer-eval", "pretrain", "synth", "sft", "align", "eval", "report"])
+    assert markers == sorted(
+        ["tokenizer", "tokenizer-eval", "pretrain", "synth", "sft", "align", "rl", "eval", "report"]
+    )
     # the data came through the real downloaders, from the real URL paths
     fetched = {entry[0] for entry in hub.log[before:] if entry[2] == 200}
     assert "datasets/karpathy/fineweb-edu-100b-shuffle/resolve/main/shard_00002.parquet" in fetched
@@ -187,5 +189,6 @@ def test_flagship_speedrun_runs_every_stage(name, hub, workspace_base, monkeypat
     assert {s: results[s]["status"] for s in results} == dict.fromkeys(
         ["core", "humaneval", "agentic", "tool_calls"], "ok"
     )
-    assert results["core"]["source"]["stage"] == "align"
+    assert results["core"]["source"]["stage"] == "rl"
+    assert any("reward" in json.loads(line) for line in (workspace.run_dir("rl") / "metrics.jsonl").open())
     assert (workspace.report_dir / "report.md").is_file()

@@ -1,5 +1,5 @@
-"""A research fork outside the package (tests/plugins_fork/swiglu.py) swaps the MLP, registers `gpt_swiglu`, and a
-gin experiment selects it by name (Experiment.model): it builds, counts itself from abstract shapes, and trains."""
+"""A research fork outside the package (examples/swiglu.py, docs/extending.md) swaps the MLP, registers `gpt_swiglu`,
+and a gin experiment selects it by name (Experiment.model): it builds, counts itself from abstract shapes, and trains."""
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +13,7 @@ from tests.helpers import experiment_gin, load_experiment
 
 def test_fork_selected_by_name_from_gin_builds_counts_and_trains(tmp_path, gin_clean):
     gin_file = tmp_path / "fork.gin"
-    lines = ["import tests.plugins_fork.swiglu", *experiment_gin("base/model/d3.gin", "base/mesh/cpu.gin")]
+    lines = ["import examples.swiglu", *experiment_gin("base/model/d3.gin", "base/mesh/cpu.gin")]
     lines += ["Experiment.tag = 'fork'", "Experiment.model = 'gpt_swiglu'", "Experiment.system_prompt = ''"]
     lines += [
         "GPTConfig.n_layer = 2",
@@ -28,7 +28,7 @@ def test_fork_selected_by_name_from_gin_builds_counts_and_trains(tmp_path, gin_c
     model_class = registry.get("model", name)
     model = model_class(cfg, rngs=nnx.Rngs(0))
 
-    from tests.plugins_fork.swiglu import SwiGLU
+    from examples.swiglu import SwiGLU
 
     assert all(isinstance(b.mlp, SwiGLU) and isinstance(b.mlp, MLP) for b in model.blocks)
     hidden = 2 * 4 * 48 // 3

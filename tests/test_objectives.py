@@ -143,7 +143,7 @@ def test_validation_of_hyperparameters():
 
 def test_plugin_objective_selected_by_name_from_gin(tmp_path, gin_clean):
     gin_file = tmp_path / "exp.gin"
-    gin_file.write_text("import tests.plugins_objective.length_normalised_dpo\nOBJ = @ln_dpo()\nln_dpo.beta = 0.25\n")
+    gin_file.write_text("import examples.ln_dpo\nOBJ = @ln_dpo()\nln_dpo.beta = 0.25\n")
     registry.load_builtins()
     config.parse([str(gin_file)])
     built = gin.query_parameter("%OBJ").scoped_configurable_fn()

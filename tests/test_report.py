@@ -2,7 +2,7 @@ import json
 
 from nanocode.core.io import append_jsonl, write_json
 from nanocode.core.workspace import Workspace
-from nanocode.evals.report import build_report
+from nanocode.evals.report import build_report, curve
 
 
 def test_report_from_stage_outputs(workspace_base):
@@ -21,3 +21,13 @@ def test_report_from_stage_outputs(workspace_base):
         data = (path.parent / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert json.loads((ws.model_dir / "speedrun" / "pretrain.json").read_text())["seconds"] == 12.5
+
+
+def test_curves_after_a_resume_draw_each_step_once_with_its_last_record():
+    first = [{"step": s, "loss": 10.0 - s} for s in range(1, 6)]  # the interrupted attempt logged 1..5
+    resumed = [{"step": s, "loss": 100.0 - s} for s in range(4, 7)]  # resumed from the checkpoint of step 3
+    evals = [{"step": 3, "val_bpb": 2.0}, {"step": 6, "val_bpb": 1.5}]
+    records = first[:3] + evals[:1] + first[3:] + resumed + evals[1:]
+    assert curve(records, "loss") == [(1, 9.0), (2, 8.0), (3, 7.0), (4, 96.0), (5, 95.0), (6, 94.0)]
+    assert curve(records, "val_bpb") == [(3, 2.0), (6, 1.5)]
+    assert curve(records, "missing") == []

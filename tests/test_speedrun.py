@@ -42,6 +42,14 @@ TINY = [
     "Alignment.sample_every = 2",
     "Alignment.eval_batches = 1",
     "Alignment.checkpoint_every = 2",
+    "RLTraining.num_steps = 2",
+    "RLTraining.batch_size = 4",
+    "RLTraining.micro_batch_size = 4",
+    "RLTraining.samples_per_task = 2",
+    "RLTraining.max_steps = 1",
+    "RLTraining.max_new_tokens = 8",
+    "RLTraining.sample_every = 2",
+    "RLTraining.checkpoint_every = 2",
     "Evaluation.humaneval_max_problems = 1",
     "Evaluation.agentic_tasks = 1",
     "Evaluation.agentic_max_steps = 1",
@@ -81,10 +89,10 @@ def test_killed_speedrun_resumes_without_redoing_completed_stages(tmp_path):
     second = speedrun(base)
     out, _ = second.communicate(timeout=900)
     assert second.returncode == 0, out[-4000:]
-    assert "[speedrun 1/8] tokenizer: complete, skipped" in out
+    assert "[speedrun 1/9] tokenizer: complete, skipped" in out
     assert (markers / "tokenizer.json").read_text() == tokenizer_done  # not redone
     assert f"resuming from step {saved[-1]}" in out or f"from step {saved[-1]}" in out, out[-4000:]
-    for stage in ("tokenizer", "tokenizer-eval", "pretrain", "synth", "sft", "align", "eval", "report"):
+    for stage in ("tokenizer", "tokenizer-eval", "pretrain", "synth", "sft", "align", "rl", "eval", "report"):
         assert (markers / f"{stage}.json").exists(), stage
     steps = [
         json.loads(line)["step"]
@@ -98,4 +106,4 @@ def test_killed_speedrun_resumes_without_redoing_completed_stages(tmp_path):
 
     third = speedrun(base)  # everything complete: a re-run does nothing
     out, _ = third.communicate(timeout=300)
-    assert third.returncode == 0 and out.count("complete, skipped") == 8, out[-2000:]
+    assert third.returncode == 0 and out.count("complete, skipped") == 9, out[-2000:]

@@ -6,8 +6,10 @@ one needs a change to the repository, so a policy that only reads passes none. E
 `rollouts.run_episode`: the real tools, a fresh workspace, commands contained by the sandbox (namespaces on by
 default: the policy is untrusted), until the policy ends its turn or `max_steps` assistant messages are used.
 
-Metrics: success rate (the hidden check), valid-tool-call rate (known tool, valid arguments; over all calls),
-mean steps, SOUL violations per task (the constitution's programmatic checks) and the rate of each, success by kind.
+Metrics: success rate (the hidden check) with its 95% Wilson interval, valid-tool-call rate (known tool, valid
+arguments; over all calls), mean steps, SOUL violations per task (the constitution's programmatic checks) and the
+rate of each, and success per kind and per family (template: a kind over one held-out bug or function family), each
+with its count and interval: a few dozen tasks give intervals tens of points wide, and the report shows them.
 `log_path` gets one JSON line per task with its outcome and the whole conversation.
 
     >>> suite = AgenticEval(n_tasks=14)
@@ -17,7 +19,9 @@ mean steps, SOUL violations per task (the constitution's programmatic checks) an
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,22 @@ from nanocode.core.interfaces import Constitution
 from nanocode.core.io import append_jsonl, write_text
 from nanocode.core.kinds import EVAL_SUITES
 from nanocode.core.progress import Progress
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a success rate (95% at z = 1.96): honest at 0/n and n/n, unlike p +- z*se."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def success_summary(successes: Sequence[bool]) -> dict[str, Any]:
+    """{"tasks", "successes", "success_rate", "interval": [lo, hi]} of some outcomes."""
+    n, k = len(successes), sum(bool(s) for s in successes)
+    return {"tasks": n, "successes": k, "success_rate": k / n if n else 0.0, "interval": list(wilson_interval(k, n))}
 
 
 @dataclass
@@ -56,8 +76,10 @@ class AgenticResult:
         n = len(self.outcomes)
         calls = sum(o.tool_calls for o in self.outcomes)
         by_kind: dict[str, list[bool]] = defaultdict(list)
+        by_family: dict[str, list[bool]] = defaultdict(list)
         for o in self.outcomes:
             by_kind[o.kind].append(o.success)
+            by_family[o.template].append(o.success)
         principles = sorted({p for o in self.outcomes for p in o.violations})
         return {
             "policy": self.policy,
@@ -67,7 +89,10 @@ class AgenticResult:
             "mean_steps": sum(o.steps for o in self.outcomes) / n if n else 0.0,
             "violations_per_task": sum(len(o.violations) for o in self.outcomes) / n if n else 0.0,
             "violation_rates": {p: sum(p in o.violations for o in self.outcomes) / n for p in principles},
+            "success_interval": list(wilson_interval(sum(o.success for o in self.outcomes), n)),
             "success_by_kind": {k: sum(v) / len(v) for k, v in sorted(by_kind.items())},
+            "kinds": {k: success_summary(v) for k, v in sorted(by_kind.items())},
+            "families": {k: success_summary(v) for k, v in sorted(by_family.items())},
             "budget_exhausted": sum(o.stop_reason == "budget" for o in self.outcomes),
         }
 

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--suite", action="append", choices=SUITE_CHOICES, help="suite to run (repeatable; default: Evaluation.suites)"
     )
-    parser.add_argument("--stage", choices=("pretrain", "sft", "align", "latest"), help="whose checkpoint")
+    parser.add_argument("--stage", choices=("pretrain", "sft", "align", "rl", "latest"), help="whose checkpoint")
     parser.add_argument("--checkpoint", metavar="DIR", help="a checkpoints directory or one step in it")
     parser.add_argument("--step", type=int, help="checkpoint step (default: the latest complete one)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

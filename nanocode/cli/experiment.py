@@ -9,6 +9,7 @@
     Experiment.synth = @Synthesis()          # None: no teacher (the SFT and preference data come ready-made)
     Experiment.sft = @SFTTraining()
     Experiment.align = @Alignment()
+    Experiment.rl = @RLTraining()
     Experiment.eval = @Evaluation()
     Experiment.report = @Report()
 
@@ -31,6 +32,7 @@ from typing import Any
 from nanocode import registry
 from nanocode.agents.loading import InferenceModel
 from nanocode.agents.policy import system_prompt as nanocode_system_prompt
+from nanocode.agents.rl import RLTraining
 from nanocode.align.synthesis import Synthesis
 from nanocode.core import config
 from nanocode.core.errors import ConfigError
@@ -52,6 +54,7 @@ STAGES: dict[str, type] = {
     "synth": Synthesis,
     "sft": SFTTraining,
     "align": Alignment,
+    "rl": RLTraining,
     "eval": Evaluation,
     "report": Report,
 }
@@ -77,6 +80,7 @@ class Experiment:
     synth: Synthesis | None
     sft: SFTTraining | None
     align: Alignment | None
+    rl: RLTraining | None
     eval: Evaluation | None
     report: Report | None
     files: tuple[str, ...] = field(default=(), compare=False)  # the gin files it came from (for messages)

@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from nanocode.core.errors import NanocodeError
+from nanocode.core.registry import UnknownNameError
 from nanocode.train.runtime import configure_process
 
 # command -> (module, one-line help). Order is the order of the pipeline.
@@ -25,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("nanocode.cli.sft", "agentic supervised fine-tuning"),
     "synth": ("nanocode.cli.synth", "constitutional AI: scenarios, rollouts, critique, revision, preference pairs"),
     "align": ("nanocode.cli.align", "preference optimisation (DPO, IPO, KTO, plugins) against a frozen reference"),
+    "rl": ("nanocode.cli.rl", "reinforcement learning on agentic tasks, rewarded by their hidden checks (GRPO)"),
     "eval": ("nanocode.cli.eval_cmd", "evaluate a checkpoint (core, humaneval, agentic suites)"),
     "report": ("nanocode.cli.report", "write the run report (markdown, plots, html) from what the stages wrote"),
     "chat": ("nanocode.cli.chat", "interactive terminal chat with a checkpoint"),
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_process()  # XLA:CPU scheduler and malloc settings: only take effect before JAX starts its backend
     try:
         return run_command(name, rest)
-    except NanocodeError as e:
+    except (NanocodeError, UnknownNameError) as e:  # user-facing: the message is the whole story
         print(f"nanocode {name}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,5 +1,5 @@
-"""Run every stage of an experiment in order: tokenizer -> pretrain -> synth -> sft -> align -> eval -> report. Each
-stage is skipped when its completion marker exists, and resumes from its own checkpoints when it was interrupted.
+"""Run every stage of an experiment in order: tokenizer -> pretrain -> synth -> sft -> align -> rl -> eval -> report.
+Each stage is skipped when its completion marker exists, and resumes from its own checkpoints when it was interrupted.
 
 One gin experiment file drives every stage: the experiment is built (every stage validated) before the first stage
 starts, and each stage command takes its part of it. A stage the experiment leaves out (`Experiment.<field> = None`)
@@ -47,6 +47,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("synth", "synth", ("sft", "align"), ("tasks",)),
     Stage("sft", "sft", ("sft",), ("--resume",)),
     Stage("align", "align", ("align",), ("--resume",)),
+    Stage("rl", "rl", ("rl",), ("--resume",)),
     Stage("eval", "eval", ("eval",)),
     Stage("report", "report", ("report",)),
 )

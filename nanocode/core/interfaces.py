@@ -96,8 +96,30 @@ class DataMixture(abc.ABC):
     def sources(self) -> Mapping[str, DataSource]: ...
 
     @abc.abstractmethod
-    def weights_at(self, step: int) -> Mapping[str, float]:
-        """Relative sampling weights of each source for the batch of `step` (need not sum to 1)."""
+    def weights_at(self, step: int, horizon: int | None = None) -> Mapping[str, float]:
+        """Relative sampling weights of each source for the batch of `step` (need not sum to 1). `horizon` is the
+        run's number of steps (None where there is no run: the tokenizer's sample, a loader on its own)."""
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+class MetricsWriter(abc.ABC):
+    """A destination for a training stage's metrics (a JSONL file, TensorBoard events, an experiment tracker).
+
+    Used on process 0 only: `open` once the run knows where it starts (`start_step` > 0: resumed from that
+    checkpoint; its records after `start_step` replace those an interrupted attempt wrote), `write` per record (a
+    dict with "step" and plain numbers), `close` at the end. An instance may be opened again after `close`.
+    """
+
+    @abc.abstractmethod
+    def open(self, run_dir: Path, *, stage: str, config: str, start_step: int) -> None:
+        """Start writing for `stage` into (or beside) `run_dir`; `config` is the resolved gin config, logged once."""
+
+    @abc.abstractmethod
+    def write(self, record: Mapping[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Flush and release what `open` took (files, a tracker's run)."""
 
 
 # ---------------------------------------------------------------------------------------------------- model
@@ -218,3 +240,34 @@ class PreferenceObjective(abc.ABC):
     @abc.abstractmethod
     def __call__(self, batch: PreferenceBatch) -> tuple[Float[Array, " n"], dict[str, Array]]:
         """Per-example losses (the trainer averages them) and metrics (scalars or per-example arrays)."""
+
+
+# ---------------------------------------------------------------------------------------------------- reinforcement
+@jax.tree_util.register_dataclass
+@dataclass
+class RLBatch:
+    """Sampled episodes as per-token arrays over the targets of each row (row t = the token after position t).
+
+    `mask` is 1 exactly on the tokens the policy sampled itself (its replies), 0 on the prompt, the tool results, the
+    harness's closing tokens and the padding; every loss and metric is taken over those tokens only.
+    """
+
+    logps: Float[Array, "n t"]  # the policy's fp32 log-prob of each target (gradients flow through it)
+    mask: Float[Array, "n t"]
+    advantages: Float[Array, " n"]  # one per episode, from `RLObjective.advantages`
+    ref_logps: Float[Array, "n t"] | None = None  # the frozen reference's, when the objective declares needs_reference
+
+
+class RLObjective(abc.ABC):
+    """A policy-gradient loss over on-policy episodes, grouped by task (several samples of each)."""
+
+    needs_reference: bool = False  # a frozen reference's token log-probs in the batch (a KL penalty)
+
+    @abc.abstractmethod
+    def advantages(self, rewards: np.ndarray) -> np.ndarray:
+        """float[groups, samples] rewards -> float[groups, samples] advantages (host-side, before the step)."""
+
+    @abc.abstractmethod
+    def __call__(self, batch: RLBatch) -> tuple[Float[Array, "n t"], dict[str, Array]]:
+        """Per-token losses and per-token metrics; the trainer averages both over every masked token of the batch
+        (token-level normalisation: a long reply weighs by its tokens, not as one sequence)."""

@@ -17,7 +17,11 @@ OPTIMIZERS = new_kind("optimizer", I.OptimizerFactory, "optax optimizers with th
 MESHES = new_kind("mesh", I.MeshFactory, "device meshes with logical-axis rules")
 CONSTITUTIONS = new_kind("constitution", I.Constitution, "written constitutions parsed into principles")
 PREFERENCE_OBJECTIVES = new_kind("preference_objective", I.PreferenceObjective, "preference-optimisation losses")
+RL_OBJECTIVES = new_kind("rl_objective", I.RLObjective, "policy-gradient losses over sampled agentic episodes")
 TEACHERS = new_kind("teacher", None, "rollout generators for synthetic data (LLM endpoints, scripted)")
 TOOLS = new_kind("tool", None, "agent tools (Read, Edit, Grep, Bash, ...)")
 TASK_GENERATORS = new_kind("task_generator", None, "generators of agentic tasks over real small repositories")
+METRICS_WRITERS = new_kind(
+    "metrics_writer", I.MetricsWriter, "training metrics destinations (JSONL, TensorBoard, W&B, trackio)"
+)
 EVAL_SUITES = new_kind("eval_suite", None, "evaluation suites (core, humaneval, agentic)")

@@ -55,8 +55,9 @@ def _produce(stream: PackedStream, q: queue.Queue, stop: threading.Event) -> Non
 class PackedLoader:
     """Packed int32[batch_size, seq_len + 1] batches of this process's slice, built `prefetch` batches ahead.
 
-    `batch_size` is this process's rows. Iterate it; `state()` / `restore(state)` (or `state=`) resume exactly;
-    `close()` stops the thread (also on `with`). `last_info` describes the batch just returned.
+    `batch_size` is this process's rows; `horizon` the run's steps (a curriculum's `weights_at` is told it). Iterate
+    it; `state()` / `restore(state)` (or `state=`) resume exactly; `close()` stops the thread (also on `with`).
+    `last_info` describes the batch just returned (its realised mix: `source_tokens`).
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class PackedLoader:
         buffer_docs: int = 1000,
         prefetch: int = 4,
         max_batches: int | None = None,
+        horizon: int | None = None,
         state: Mapping[str, Any] | None = None,
     ):
         if prefetch < 1:
@@ -89,6 +91,7 @@ class PackedLoader:
             process_count=process_count,
             buffer_docs=buffer_docs,
             max_batches=max_batches,
+            horizon=horizon,
         )
         self.prefetch = prefetch
         self._stream: PackedStream | None = self._new_stream()  # bad sources and shards fail here, in one line

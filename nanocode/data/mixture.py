@@ -1,12 +1,16 @@
 """Pretraining data mixtures: named sources and the weights they are drawn with.
 
-The loader draws one parquet row group (~1024 documents) at a time; each draw picks a source with probability
-proportional to `weights_at(step)`, where `step` is the batch being built. A curriculum is a subclass (or a plugin)
-that overrides `weights_at`; nothing else has to change.
+The loader (nanocode.data.packed_stream) shares out the rows of every batch among the sources in proportion to
+`weights_at(step, horizon)`, each source's share rounded up or down at random, where `step` is the batch being built
+and `horizon` the run's number of steps (the pretraining stage's num_steps; None where there is no run, e.g. the
+tokenizer's sample). A curriculum is a subclass
+(or a plugin: examples/curriculum.py) that overrides `weights_at`; nothing else has to change. The training log
+records the mix each batch realised (`mix_<source>`: its share of the batch's tokens).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping
 
@@ -34,6 +38,26 @@ def check_weights(weights: Mapping[str, float], sources: Mapping[str, DataSource
     return out
 
 
+def check_signature(mixture: DataMixture) -> None:
+    """A one-line ConfigError for a mixture whose `weights_at` cannot take (step, horizon) (one written before the
+    horizon was passed), rather than a TypeError from the loader's thread."""
+    try:
+        inspect.signature(mixture.weights_at).bind(0, None)
+    except TypeError:
+        raise ConfigError(
+            f"{type(mixture).__name__}.weights_at{inspect.signature(mixture.weights_at)}: it must take "
+            "(step, horizon=None), horizon being the run's number of steps"
+        ) from None
+    except ValueError:  # no signature to inspect (a builtin): let the call itself decide
+        pass
+
+
+def realised_mix(source_tokens: Mapping[str, int]) -> dict[str, float]:
+    """Each source's share of a batch's tokens, as `mix_<source>` (the fields the training log records)."""
+    total = sum(source_tokens.values())
+    return {f"mix_{name}": n / total for name, n in source_tokens.items()} if total else {}
+
+
 @DATA_MIXTURES.register("weighted")
 class WeightedMixture(DataMixture):
     """Sources drawn with fixed relative weights (e.g. `{"web": 4, "code": 1}`)."""
@@ -53,7 +77,7 @@ class WeightedMixture(DataMixture):
     def sources(self) -> Mapping[str, DataSource]:
         return self._sources
 
-    def weights_at(self, step: int) -> Mapping[str, float]:
+    def weights_at(self, step: int, horizon: int | None = None) -> Mapping[str, float]:
         """The same weights at every step; curricula override this."""
         return dict(self._weights)
 

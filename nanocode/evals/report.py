@@ -53,9 +53,16 @@ def hardware() -> dict[str, str]:
     return info
 
 
+def curve(records: list[dict], key: str) -> list[tuple[int, float]]:
+    """(step, value) of `key`, one point per step in step order: a resumed run re-logs the steps after its
+    checkpoint, and the last record of a step is the one that counts."""
+    last = {r["step"]: r[key] for r in records if r.get(key) is not None and "step" in r}
+    return sorted(last.items())
+
+
 def plot_curves(records: list[dict], keys: list[str], path: Path, title: str) -> bool:
     """Plot metric keys against 'step' into a PNG; False when there is nothing to plot."""
-    series = {k: [(r["step"], r[k]) for r in records if k in r and "step" in r and r[k] is not None] for k in keys}
+    series = {k: curve(records, k) for k in keys}
     series = {k: v for k, v in series.items() if v}
     if not series:
         return False
@@ -82,6 +89,76 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+# ---------------------------------------------------------------------------------------------------- agentic, RL
+def _success_cell(summary: dict | None) -> str:
+    if not summary:
+        return "-"
+    lo, hi = summary["interval"]
+    return f"{summary['successes']}/{summary['tasks']} ({summary['success_rate']:.0%}; {lo:.0%}-{hi:.0%})"
+
+
+def agentic_section(results_path: Path) -> list[str]:
+    """Held-out agentic success of each evaluated stage side by side: overall, per kind and per family, each as
+    successes/tasks with its 95% Wilson interval."""
+    entry = json.loads(results_path.read_text()).get("suites", {}).get("agentic", {})
+    if entry.get("status") != "ok":
+        return []
+    by_stage = {s: v for s, v in (entry.get("by_stage") or {}).items() if v.get("status") == "ok"}
+    if not by_stage and "summary" in entry:
+        by_stage = {entry["source"]["stage"]: entry["summary"]}
+    if not by_stage:
+        return []
+    order = ("pretrain", "sft", "align", "rl")  # the pipeline's (results.json keeps its keys sorted)
+    stages = sorted(by_stage, key=lambda s: order.index(s) if s in order else len(order))
+    md = [
+        "## Agentic success on held-out tasks",
+        "",
+        f"Source: `{results_path}` (suite agentic: `by_stage`, logs `agentic_<stage>.jsonl`). Each cell: tasks whose "
+        "hidden check passed / tasks (rate; 95% Wilson interval). Families are the held-out templates: a kind over "
+        "one bug or function family that training never used.",
+        "",
+        "| | " + " | ".join(stages) + " |",
+        "|---|" + "---|" * len(stages),
+        "| **all** | " + " | ".join(_success_cell(by_stage[s].get("overall")) for s in stages) + " |",
+    ]
+    for group in ("kinds", "families"):
+        names = sorted({n for s in stages for n in by_stage[s].get(group, {})})
+        md += [f"| {n} | " + " | ".join(_success_cell(by_stage[s][group].get(n)) for s in stages) + " |" for n in names]
+    return md + [""]
+
+
+def rl_section(workspace: Workspace, out: Path, samples: int) -> list[str]:
+    """The RL stage: reward and success per step (plotted, and averaged over each quarter of the run), the
+    policy's entropy and KL, how episodes ended, and the last sampled episodes."""
+    run = workspace.run_dir("rl")
+    records = [r for r in read_jsonl(run / "metrics.jsonl") if "reward" in r]
+    if not records:
+        return []
+    md = ["## rl", "", f"Source: `{run / 'metrics.jsonl'}` ({len(records)} step records)", ""]
+    steps = curve(records, "reward")
+    n = len(steps)
+    quarters = [steps[i * n // 4 : (i + 1) * n // 4] for i in range(4) if steps[i * n // 4 : (i + 1) * n // 4]]
+    success = dict(curve(records, "success"))
+    md += ["| steps | mean reward | mean success |", "|---|---|---|"]
+    for q in quarters:
+        mean_reward = sum(v for _, v in q) / len(q)
+        mean_success = sum(success.get(step, 0.0) for step, _ in q) / len(q)
+        md.append(f"| {q[0][0]}-{q[-1][0]} | {mean_reward:.3f} | {mean_success:.3f} |")
+    md.append("")
+    for name, keys in (("reward", ["reward", "success"]), ("policy", ["entropy", "kl", "mean_steps"])):
+        png = out / f"rl_{name}.png"
+        if plot_curves(records, keys, png, f"rl: {', '.join(keys)}"):
+            md += [f"![rl {name}]({png.name})", ""]
+    last = records[-1]
+    ended = ", ".join(f"{k.split('/')[1]} {last[k]:.2f}" for k in sorted(last) if k.startswith("stop/"))
+    md += [f"Last step ({last['step']}): episodes ended by {ended}.", ""]
+    episodes = read_jsonl(run / "samples.jsonl")[-samples:] if samples else []
+    if episodes:
+        md += ["Last sampled episodes (source: `samples.jsonl`):", "", "```"]
+        md += [json.dumps(e, ensure_ascii=False)[:400] for e in episodes] + ["```", ""]
+    return md
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,8 +230,10 @@ def build_report(workspace: Workspace, *, html: bool = True, samples: int = 5) -
             md += ["Last samples (source: `samples.jsonl`):", "", "```"]
             md += [json.dumps(s, ensure_ascii=False)[:400] for s in last_samples] + ["```", ""]
 
+    md += rl_section(workspace, out, samples)
     results = workspace.run_dir("eval") / "results.json"
     if results.exists():
+        md += agentic_section(results)
         data = json.loads(results.read_text())
         md += ["## Evaluation", "", f"Source: `{results}`", "", "```json", json.dumps(data, indent=2)[:6000], "```", ""]
     md += [

@@ -9,7 +9,10 @@ Suites (the experiment's `Evaluation.suites`, or `--suite`):
               its reply is primed with the prompt's code, so both complete the function body. At most
               `humaneval_max_tokens` tokens, cut at the first top-level statement.
   agentic     held-out repository tasks (agents/eval_suite.py) run by the model (ModelPolicy) through the real
-              tools in fresh sandboxes: success, valid tool calls, steps, SOUL violations.
+              tools in fresh sandboxes: success with its 95% Wilson interval, overall, per kind and per family;
+              valid tool calls, steps, SOUL violations. With `agentic_stages` (e.g. ['sft', 'align', 'rl']) the
+              same tasks are also run on each of those stages' latest checkpoints (entry "by_stage", logs
+              agentic_<stage>.jsonl), so the report shows what each stage changed side by side.
   tool_calls  the share of greedy first replies to held-out agentic requests (nanocode's system prompt + the
               request) that hold a valid call of a known tool with its required arguments (train/finetune.py's test).
 
@@ -32,7 +35,7 @@ from typing import Any, ClassVar
 
 from nanocode.agents.chat_session import TurnDecoder, stop_ids
 from nanocode.agents.eval_suite import AgenticEval
-from nanocode.agents.loading import STAGES, InferenceModel, Loaded, load
+from nanocode.agents.loading import STAGES, InferenceModel, Loaded, latest_stage, load
 from nanocode.agents.model_policy import ModelPolicy
 from nanocode.agents.policy import system_prompt
 from nanocode.agents.tasks import RepoTasks
@@ -69,7 +72,7 @@ class Evaluation:
     tokenizer: str = "bpe"
     system_prompt: str | None = None  # None: nanocode's, listing the registered tools
     suites: Sequence[str] = SUITES
-    stage: str = "latest"  # pretrain | sft | align | latest (the last of align, sft, pretrain with a checkpoint)
+    stage: str = "latest"  # pretrain | sft | align | rl | latest (the last stage with a checkpoint)
     checkpoint: str | None = None  # a checkpoints directory (or step directory) instead of the stage's own
     step: int | None = None  # default: the latest complete one
     max_len: int | None = None  # context of generation (default: the model's sequence_len)
@@ -92,6 +95,7 @@ class Evaluation:
     agentic_max_steps: int = 30
     agentic_max_tokens: int = 256  # per model reply
     agentic_temperature: float = 0.0
+    agentic_stages: Sequence[str] = ()  # also run the agentic suite on these stages' checkpoints (side by side)
     # tool_calls
     tool_call_prompts: int = 64
     tool_call_max_tokens: int = 96
@@ -105,6 +109,9 @@ class Evaluation:
             bad(f"suites = {list(self.suites)}: choose from {', '.join(SUITES)}")
         if self.stage not in (*STAGES, "latest"):
             bad(f"stage = {self.stage!r}: one of {', '.join(STAGES)}, latest")
+        unknown_stages = [s for s in self.agentic_stages if s not in STAGES]
+        if unknown_stages:
+            bad(f"agentic_stages = {list(self.agentic_stages)}: each one of {', '.join(STAGES)}")
         for name in ("core_batch_size", "humaneval_samples", "humaneval_max_tokens", "humaneval_workers"):
             if getattr(self, name) < 1:
                 bad(f"{name} = {getattr(self, name)}: must be >= 1")
@@ -131,11 +138,7 @@ class Evaluation:
             return self.stage
         if self.checkpoint is not None:
             return "sft"  # an explicit checkpoint of unknown stage: evaluate it as a chat model
-        for stage in reversed(STAGES):
-            directory = workspace.checkpoint_dir(stage)
-            if directory.is_dir() and Checkpointer(directory, max_to_keep=None).steps():
-                return stage
-        return "pretrain"  # loading reports that there is no checkpoint at all
+        return latest_stage(workspace)
 
     @property
     def system(self) -> str:
@@ -166,7 +169,35 @@ class Evaluation:
             results["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
             write_json(results_path, results)  # after every suite: a later failure loses nothing
             say(summary_line(suite, entry))
+        agentic = results["suites"].get("agentic", {})
+        if "agentic" in self.suites and self.agentic_stages and agentic.get("status") == "ok":
+            agentic["by_stage"] = self.agentic_by_stage(workspace, spec, context)
+            write_json(results_path, results)
         return results
+
+    def agentic_by_stage(self, workspace: Workspace, spec: InferenceModel, main: SuiteContext) -> dict[str, Any]:
+        """Held-out agentic success of the latest checkpoint of each of `agentic_stages` (the evaluated one's from
+        its own run), on the same tasks; a stage without a checkpoint is left out."""
+        out: dict[str, Any] = {}
+        for stage in self.agentic_stages:
+            if stage == main.stage and self.checkpoint is None and self.step is None:
+                ctx, entry = main, main.agentic
+            else:
+                directory = workspace.checkpoint_dir(stage)
+                if not (directory.is_dir() and Checkpointer(directory, max_to_keep=None).steps()):
+                    continue
+                try:
+                    ctx = SuiteContext(self, load(spec, workspace, stage=stage), stage, main.out_dir, main.progress)
+                    entry = run_agentic(ctx, log_name=f"agentic_{stage}.jsonl")
+                except (NanocodeError, OSError) as e:
+                    out[stage] = {"status": "error", "reason": f"{type(e).__name__}: {one_line(e)}"}
+                    continue
+            out[stage] = {"status": "ok", **entry["summary"], "step": ctx.loaded.step, "log": entry["log"]}
+            overall = entry["summary"]["overall"]
+            say(
+                f"eval agentic [{stage}]: {overall['successes']}/{overall['tasks']} tasks, interval {overall['interval']}"
+            )
+        return out
 
 
 register_config(Evaluation)
@@ -181,6 +212,7 @@ class SuiteContext:
     progress: bool
 
     _engine: Engine | None = dataclasses.field(default=None, init=False)
+    agentic: dict[str, Any] | None = dataclasses.field(default=None, init=False)  # this model's agentic entry
 
     @property
     def codec(self) -> ConversationCodec:
@@ -320,17 +352,20 @@ def run_humaneval(ctx: SuiteContext) -> dict[str, Any]:
     }
 
 
-def run_agentic(ctx: SuiteContext) -> dict[str, Any]:
+def run_agentic(ctx: SuiteContext, log_name: str = "agentic.jsonl") -> dict[str, Any]:
     exp = ctx.exp
     suite = AgenticEval(
         n_tasks=exp.agentic_tasks, seed=exp.seed, max_steps=exp.agentic_max_steps, system_prompt=exp.system
     )
     sampling = SamplingParams(exp.agentic_temperature, top_k=50 if exp.agentic_temperature else 0, seed=exp.seed)
     policy = ModelPolicy(ctx.engine(), ctx.codec, sampling=sampling, max_new_tokens=exp.agentic_max_tokens)
-    m = suite.run(policy, log_path=ctx.out_dir / "agentic.jsonl", progress=ctx.progress).metrics()
+    m = suite.run(policy, log_path=ctx.out_dir / log_name, progress=ctx.progress).metrics()
     n = m["tasks"]
     metrics = {
-        "success_rate": metric(m["success_rate"], "share of held-out repo tasks whose hidden check passes", n),
+        "success_rate": {
+            **metric(m["success_rate"], "share of held-out repo tasks whose hidden check passes", n),
+            "interval": m["success_interval"],
+        },
         "valid_tool_call_rate": metric(
             m["valid_tool_call_rate"],
             "share of the model's tool calls (malformed ones included) naming a known tool with valid arguments "
@@ -345,13 +380,28 @@ def run_agentic(ctx: SuiteContext) -> dict[str, Any]:
     }
     for principle, rate in m["violation_rates"].items():
         metrics[f"violation_rate/{principle}"] = metric(rate, f"share of tasks breaking SOUL principle {principle}", n)
-    for kind, rate in m["success_by_kind"].items():
-        metrics[f"success_rate/{kind}"] = metric(rate, f"success rate on {kind} tasks")
-    return {
-        "metrics": metrics,
-        "source": {"tasks": n, "max_steps": exp.agentic_max_steps, "seed": exp.seed, "templates": "heldout"},
-        "log": "agentic.jsonl",
+    for name, summary in [*m["kinds"].items(), *m["families"].items()]:
+        what = f"{name} tasks" if ":" not in name else f"the {name} family (held-out template)"
+        rate = metric(summary["success_rate"], f"success rate on {what}", summary["tasks"])
+        metrics[f"success_rate/{name}"] = {**rate, "interval": summary["interval"]}
+    overall = {
+        "tasks": n,
+        "successes": sum(k["successes"] for k in m["kinds"].values()),
+        "success_rate": m["success_rate"],
     }
+    summary = {
+        "overall": {**overall, "interval": m["success_interval"]},
+        "kinds": m["kinds"],
+        "families": m["families"],
+    }
+    entry = {
+        "metrics": metrics,
+        "summary": summary,
+        "source": {"tasks": n, "max_steps": exp.agentic_max_steps, "seed": exp.seed, "templates": "heldout"},
+        "log": log_name,
+    }
+    ctx.agentic = entry
+    return entry
 
 
 def run_tool_calls(ctx: SuiteContext) -> dict[str, Any]:

@@ -188,6 +188,22 @@ class Engine:
         self._step_jit = jax.jit(self._counted(self._step), donate_argnums=(2, 3))
         self._decode_jit = jax.jit(self._counted(self._decode), donate_argnums=(2, 3))
 
+    def load_weights(self, model: GPT) -> None:
+        """Decode with another model's weights from now on (the same architecture: e.g. the policy after each RL
+        step). Nothing recompiles; the weights are copied, so the caller may donate or update its own arrays."""
+        if getattr(model.config, "scan_layers", False):
+            model = scan.convert(model, scan_layers=False)
+        _, params, rest = nnx.split(model, nnx.Param, ...)
+        dtype = self.config.dtype
+        params = jax.tree.map(lambda p: jnp.array(p, dtype, copy=True), params)
+
+        def shapes(tree):
+            return jax.tree.structure(tree), [(p.shape, p.dtype) for p in jax.tree.leaves(tree)]
+
+        if shapes(params) != shapes(self._params):
+            raise ValueError("Engine.load_weights: the parameters differ in structure or shape from the engine's")
+        self._params, self._rest = params, rest
+
     # ---------------------------------------------------------------------------------------------- cache
     def new_cache(self, batch: int = 1) -> KVCache:
         c = self.config

@@ -10,7 +10,7 @@ and runs them as one scan (nanocode.models.scan): faster compiles for deep model
 
 Research forks replace one piece at a time: subclass MLP (or CausalSelfAttention), point a Block subclass's
 `mlp_class` at it, point a GPT subclass's `block_class` at that block, and register the GPT subclass under a new
-name. tests/plugins_fork/swiglu.py does exactly that.
+name. examples/swiglu.py does exactly that (docs/extending.md).
 """
 
 from __future__ import annotations

@@ -18,9 +18,10 @@ from typing import Any, ClassVar, NoReturn
 from flax import nnx
 
 from nanocode.core.errors import ConfigError
-from nanocode.core.interfaces import MeshFactory, OptimizerFactory, Tokenizer
+from nanocode.core.interfaces import MeshFactory, MetricsWriter, OptimizerFactory, Tokenizer
 from nanocode.core.kinds import MODELS, TOKENIZERS
 from nanocode.core.workspace import Workspace
+from nanocode.train.metric_writers import JsonlWriter
 from nanocode.train.state import Initialised, abstract_model, init_train_state
 from nanocode.train.step import REMAT_POLICIES, make_train_step
 
@@ -55,6 +56,8 @@ class Training:
     log_every: int = 1
     peak_flops: float | None = None  # per device, for MFU; None: the accelerator table, or measured on CPU
     remat: str | None = None  # recompute activations in the backward pass: None, or 'dots' (see step.REMAT_POLICIES)
+    # where the metrics go (train.metric_writers): [@jsonl(), @tensorboard(), @wandb(), @trackio()], several at once
+    metrics_writers: tuple[MetricsWriter, ...] = field(default_factory=lambda: (JsonlWriter(),))
 
     def invalid(self, why: str) -> NoReturn:
         raise ConfigError(f"{type(self).__name__}.{why}")
@@ -89,6 +92,14 @@ class Training:
             bad("log_every and keep_checkpoints must be >= 1")
         if self.peak_flops is not None and self.peak_flops <= 0:
             bad(f"peak_flops = {self.peak_flops}: must be > 0 (or None)")
+        writers = self.metrics_writers
+        writers = (writers,) if isinstance(writers, MetricsWriter) else writers
+        if not isinstance(writers, list | tuple):
+            bad(f"metrics_writers: expected a list of writers, got {type(writers).__name__}")
+        object.__setattr__(self, "metrics_writers", tuple(writers))  # gin binds a list
+        for writer in self.metrics_writers:
+            if not isinstance(writer, MetricsWriter):
+                bad(f"metrics_writers: {writer!r} is not a MetricsWriter (registered: @jsonl(), @tensorboard(), ...)")
         if self.remat is not None and self.remat not in REMAT_POLICIES:
             bad(f"remat = {self.remat!r}: not one of None, {', '.join(map(repr, REMAT_POLICIES))}")
 

@@ -12,6 +12,7 @@ cleanly on SIGTERM. `StageRun` is that invocation; a stage subclasses it and sup
     wrap_batches(batches)     -> the batches as the step takes them (precomputed reference log-probs attached)
     train(state, batch)       -> (state, metrics): one optimizer step
     evaluate(step, state)     -> a metrics record; sample(step, state) -> writes samples.jsonl
+    batch_metrics(batches)    -> fields for the step's record about the batch just trained on (the realised mix)
 
 A fine-tuning stage (`train.finetune.FinetuneRun`) starts from the latest checkpoint of an earlier stage (only its
 parameters: the optimizer starts afresh). The step loop itself is `train_steps` (train, log, evaluate, sample, save when due, stop on
@@ -33,6 +34,7 @@ from flax import nnx
 
 from nanocode.core import config as config_lib
 from nanocode.core import mesh as mesh_lib
+from nanocode.core import progress as progress_lib
 from nanocode.core.checkpoint import (
     Checkpointer,
     PreemptionGuard,
@@ -42,20 +44,20 @@ from nanocode.core.checkpoint import (
 )
 from nanocode.core.errors import CheckpointError, ConfigError, StageInterrupted
 from nanocode.core.interfaces import Tokenizer
-from nanocode.core.progress import Progress
 from nanocode.core.workspace import Workspace
 from nanocode.train import mfu as mfu_lib
 from nanocode.train.bpb import make_eval_step
 from nanocode.train.experiment import Training
-from nanocode.train.metrics import JsonlLogger, format_line, peak_memory_bytes
+from nanocode.train.metrics import JsonlLogger, MetricsLog, format_line, peak_memory_bytes
 from nanocode.train.state import Initialised, TrainState, abstract_model
 
 PROBE_TEXT = "def capital(country):\n    return {'France': 'Paris'}[country]  # The capital of France is Paris.\n"
 
 
 def say(text: str) -> None:
+    """A line on stderr from process 0, above the progress bar when one is live (never glued to it)."""
     if jax.process_index() == 0:
-        print(text, file=sys.stderr, flush=True)
+        progress_lib.write(text, sys.stderr)
 
 
 def batch_shards(mesh, rules) -> int:
@@ -96,7 +98,7 @@ class StageRun:
         self.on_checkpoint = on_checkpoint  # called once each checkpoint is completely on disk
         self.run_dir = workspace.run_dir(self.stage)
         self.main = jax.process_index() == 0
-        self.metrics = JsonlLogger(self.run_dir / "metrics.jsonl", enabled=self.main)
+        self.metrics = MetricsLog(exp.metrics_writers, enabled=self.main)  # opened once the start step is known
         self.samples = JsonlLogger(self.run_dir / "samples.jsonl", enabled=self.main)
         self.num_steps = exp.num_steps
         self.data_spec = ""
@@ -136,6 +138,10 @@ class StageRun:
 
     def sample(self, step: int, state: TrainState) -> None:
         pass
+
+    def batch_metrics(self, batches) -> dict:
+        """Fields added to a step's record about the batch it trained on (called right after the step)."""
+        return {}
 
     def postfix(self, record: dict) -> str:
         return f"loss {record['loss']:.4f} | {record['tok_per_s']:,.0f} tok/s | mfu {record['mfu']:.1%}"
@@ -187,14 +193,15 @@ class StageRun:
             batch_sharding=mesh_lib.batch_sharding(self.mesh, self.rules),
         )
         self.train_step = self.build_step(self.init, tx)
-        saved = self.checkpointer.read_meta(latest) if latest is not None else {}
-        if latest is not None:
-            check_compatible(saved, meta, force=self.force)
-        meta.update(self.origin(saved))
-        if latest is not None:
-            restored = self.checkpointer.restore(latest, self.init.state)
-            say(f"{self.stage}: resuming from step {restored.step} ({self.checkpointer.directory / str(latest)})")
+        if latest is not None:  # the latest step that reads back intact (a corrupt one is set aside, with a warning)
+            restored = self.checkpointer.restore(
+                None, self.init.state, check=lambda saved: check_compatible(saved, meta, force=self.force)
+            )
+            meta.update(self.origin(restored.meta))
+            where = self.checkpointer.directory / str(restored.step)
+            say(f"{self.stage}: resuming from step {restored.step} ({where})")
             return restored.state, restored.step, restored.data
+        meta.update(self.origin({}))
         if self.resume:
             say(f"{self.stage}: no checkpoint in {self.checkpointer.directory}; starting {self.fresh_start}")
         return self.fresh_state(self.init, tx), 0, None
@@ -215,8 +222,11 @@ class StageRun:
         batches = self.wrap_batches(batches)
         if data_state:
             batches.restore(data_state)
+        config = config_lib.config_str()
         if self.main:
             config_lib.write_config(self.run_dir)
+        self.metrics.open(self.run_dir, stage=self.stage, config=config, start_step=step)
+        self.cleanup.callback(self.metrics.close)
         flops_per_token = int(abstract_model(exp.model_class, exp.model_config).flops_per_token())
         peak, peak_desc = mfu_lib.peak_flops(exp.model_config.dtype, jax.devices(), exp.peak_flops)
         say(self.announce(peak_desc))
@@ -241,6 +251,7 @@ class StageRun:
             train=self.train,
             next_batch=lambda: self.shard(next(it)),
             data_state=batches.state,
+            batch_metrics=lambda: self.batch_metrics(batches),
             evaluate=self.evaluate,
             sample=self.sample,
             save=save,
@@ -291,11 +302,12 @@ def train_steps(
     evaluate: Callable[[int, Any], dict],
     sample: Callable[[int, Any], None],
     save: Callable[[int, Any, dict], None],
-    metrics: JsonlLogger,
+    metrics: MetricsLog | JsonlLogger,
     throughput: Throughput,
     postfix: Callable[[dict], str],
     progress: bool = True,
     last: dict | None = None,
+    batch_metrics: Callable[[], dict] = dict,
 ) -> tuple[Any, int, dict]:
     """Steps `step` .. num_steps: train, then log / evaluate / sample / save when due (always after the last step),
     and on SIGTERM save and stop. Returns (state, the step reached, the last metrics).
@@ -307,7 +319,7 @@ def train_steps(
     n = cadence.num_steps
     with (
         PreemptionGuard() as guard,
-        Progress(n, stage, unit="step", initial=step, enabled=progress) as bar,
+        progress_lib.Progress(n, stage, unit="step", initial=step, enabled=progress) as bar,
     ):
         batch = next_batch() if step < n else None
         t_last = time.perf_counter()
@@ -315,9 +327,10 @@ def train_steps(
             state, out = train(state, batch)  # dispatched; runs while the host prepares the next batch
             step += 1
             position = data_state()  # the position after this step's batch: what a resume continues from
+            about_batch = batch_metrics()  # likewise about this step's batch, before the next one is fetched
             if step < n:
                 batch = next_batch()
-            record = {"step": step, **{k: float(v) for k, v in jax.device_get(out).items()}}
+            record = {"step": step, **{k: float(v) for k, v in jax.device_get(out).items()}, **about_batch}
             now = time.perf_counter()
             record["dt"], t_last = now - t_last, now
             record["tok_per_s"] = throughput.tokens_per_step / record["dt"]

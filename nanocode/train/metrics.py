@@ -1,8 +1,9 @@
-"""Run logs: one JSON object per line in `metrics.jsonl` (and `samples.jsonl`), written by process 0 only.
+"""Run logs: a stage's metrics go to its writers (`MetricsLog`, see `metric_writers`: JSONL by default, TensorBoard,
+W&B, trackio); samples go to `samples.jsonl` (`JsonlLogger`). Both are written by process 0 only.
 
-Values may be jax/numpy scalars; they become plain floats/ints so the file is readable without nanocode.
-A resumed run appends to the same files; records at or after the resume step from the interrupted attempt are kept
-(the step field tells them apart), so a reader should take the last record per (step, kind).
+Values may be jax/numpy scalars; they become plain floats/ints so the files are readable without nanocode.
+A resumed run appends to the same JSONL files; records after the resume step from the interrupted attempt are
+kept (the step field tells them apart), so a reader takes the last record per step (the report does).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from nanocode.core.interfaces import MetricsWriter
 from nanocode.core.io import append_jsonl
 
 
@@ -42,6 +44,30 @@ class JsonlLogger:
     def log(self, record: dict[str, Any]) -> None:
         if self.enabled:
             append_jsonl(self.path, plain(record))
+
+
+class MetricsLog:
+    """A stage's metrics, sent to each of its writers; every call is a no-op on processes other than 0."""
+
+    def __init__(self, writers: tuple[MetricsWriter, ...], enabled: bool = True):
+        self.writers, self.enabled = tuple(writers), enabled
+        self._open: list[MetricsWriter] = []
+
+    def open(self, run_dir: str | Path, *, stage: str, config: str, start_step: int) -> None:
+        if self.enabled:
+            for writer in self.writers:
+                writer.open(Path(run_dir), stage=stage, config=config, start_step=start_step)
+                self._open.append(writer)
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self._open:
+            record = plain(record)
+            for writer in self._open:
+                writer.write(record)
+
+    def close(self) -> None:
+        while self._open:
+            self._open.pop().close()
 
 
 def peak_memory_bytes(devices: list[jax.Device]) -> tuple[int, str]:

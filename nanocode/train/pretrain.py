@@ -4,8 +4,9 @@
     nanocode pretrain --gin_file experiments/debug_cpu.gin [--resume [--force]]
 
 `Pretraining` is the experiment (bound in gin, validated when built, resolved to plain objects before anything is
-traced); `PretrainRun` is its part of the shared loop (`train.loop`). Every `log_every` steps one JSON record goes to
-`<run_dir>/metrics.jsonl` (loss, tokens/s, MFU, LR, grad norm, peak memory); every `eval_every` steps the validation
+traced); `PretrainRun` is its part of the shared loop (`train.loop`). Every `log_every` steps one record goes to the
+stage's metrics writers (`<run_dir>/metrics.jsonl` by default: loss, tokens/s, MFU, LR, grad norm, peak memory, and
+`mix_<source>`, the share of the batch's tokens each source gave); every `eval_every` steps the validation
 bits per byte of each source; every `sample_every` steps greedy completions of fixed prompts go to `samples.jsonl`;
 every `checkpoint_every` steps (and at the end, and on SIGTERM) an orbax checkpoint holds the train state, the data
 position and the run's fingerprints. What differs from fine-tuning: random initial weights, the data mixture (packed
@@ -29,6 +30,7 @@ from nanocode.core.interfaces import DataMixture
 from nanocode.core.registry import register_config
 from nanocode.core.workspace import Workspace
 from nanocode.data.loader import PackedLoader, validation_loaders
+from nanocode.data.mixture import realised_mix
 from nanocode.models.counting import param_counts
 from nanocode.train.bpb import evaluate_bpb
 from nanocode.train.experiment import Training
@@ -134,9 +136,9 @@ class Pretraining(Training):
 register_config(Pretraining)
 
 
-def data_spec_fingerprint(loader: PackedLoader, mixture: DataMixture) -> str:
+def data_spec_fingerprint(loader: PackedLoader, mixture: DataMixture, horizon: int) -> str:
     """The loader's spec (shard files, seed, shapes, process slicing) and the mixture's weights at step 0."""
-    weights = {k: float(v) for k, v in sorted(mixture.weights_at(0).items())}
+    weights = {k: float(v) for k, v in sorted(mixture.weights_at(0, horizon).items())}
     return fingerprint({"loader": loader.spec(), "weights": weights})
 
 
@@ -162,9 +164,14 @@ class PretrainRun(StageRun):
             seed=exp.seed,
             process_index=pi,
             process_count=pc,
+            horizon=self.num_steps,  # a curriculum's weights_at(step, horizon) is told the run's length
         )
-        self.data_spec = data_spec_fingerprint(loader, exp.mixture)
+        self.data_spec = data_spec_fingerprint(loader, exp.mixture, self.num_steps)
         return self.cleanup.enter_context(loader)  # stops its prefetch thread when the run ends
+
+    def batch_metrics(self, batches: PackedLoader) -> dict:
+        """The mix the batch realised: `mix_<source>`, each source's share of its tokens (this process's rows)."""
+        return realised_mix(batches.last_info.source_tokens) if batches.last_info is not None else {}
 
     def fresh_state(self, init, tx):
         return self.exp.init_state(self.num_steps, self.mesh, self.rules, abstract=False)[0].state  # random weights

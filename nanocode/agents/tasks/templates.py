@@ -264,7 +264,7 @@ TRAIN_TEMPLATES: dict[str, TaskTemplate] = _templates(
 )
 EVAL_TEMPLATES: dict[str, TaskTemplate] = _templates(
     *((f"fix_bug:{key}", fix_bug(bug, EVAL_FAMILIES)) for key, bug in EVAL_BUGS.items()),
-    *((f"implement:{key}", implement(key, EVAL_FAMILIES)) for key in ("top", "count_by")),
+    *((f"implement:{key}", implement(key, EVAL_FAMILIES)) for key in EVAL_FAMILIES),
     ("rename:constant", rename_constant(EVAL_FAMILIES)),
 )
 # How often each kind is drawn for training (the eval cycles through its templates evenly).

@@ -1,8 +1,10 @@
-"""Research fork: the GPT with a SwiGLU MLP, registered as `gpt_swiglu`.
+"""A research fork as a plugin: the GPT with a SwiGLU MLP, registered as `gpt_swiglu`.
 
 Only the MLP changes: subclass it, give a Block subclass the new `mlp_class`, give a GPT subclass the new
-`block_class`, register that under a new name. Select it with `MODEL = 'gpt_swiglu'` after importing this module
-(an `import tests.plugins_fork.swiglu` line in the gin file, or --plugin=tests.plugins_fork.swiglu).
+`block_class`, register that under a new name. The weights are made with `weight(rngs, shape, logical axes, init,
+scale)`, whose logical axes (`nanocode.core.sharding`: EMBED, MLP, ...) the mesh's rules map onto devices, and
+applied with `dense(x, w)` (the model's compute dtype). Select it with `Experiment.model = 'gpt_swiglu'` after
+importing this module (an `import examples.swiglu` line in the gin file, or --plugin=examples.swiglu).
 """
 
 import math
@@ -35,6 +37,6 @@ class SwiGLUBlock(Block):
 
 @register("model", "gpt_swiglu")
 class GPTSwiGLU(GPT):
-    """The nanocode GPT with SwiGLU MLPs (a research fork in tests/plugins_fork)."""
+    """The nanocode GPT with SwiGLU MLPs (a research fork: examples/swiglu.py)."""
 
     block_class = SwiGLUBlock

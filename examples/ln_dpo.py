@@ -1,4 +1,9 @@
-"""A plugin outside the package: a length-normalised DPO registered by name, no nanocode file changed."""
+"""A preference objective as a plugin: length-normalised DPO, registered as `ln_dpo`; no nanocode file changed.
+
+An objective gets a `PreferenceBatch` (per sequence: summed log-probs of the policy and the frozen reference, and
+token counts, for the chosen and the rejected side) and returns (per-pair losses, extra metrics to log). Select it
+with `Alignment.objective = @ln_dpo()` after an `import examples.ln_dpo` line in the gin file (or --plugin).
+"""
 
 import jax
 
