@@ -10,6 +10,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+from absl import logging as absl_logging
 
 from nanocode.core import config, distributed
 from nanocode.core.errors import ConfigError
@@ -63,6 +64,7 @@ WORKER = textwrap.dedent(
     """
     import json, sys
     import numpy as np
+    from absl import logging as absl_logging
     from nanocode.core import distributed
 
     assert distributed.initialize()          # from the NANOCODE_* environment
@@ -98,6 +100,7 @@ WORKER = textwrap.dedent(
         "total": int(total), "row_sums": np.asarray(row_sums).tolist(),
         "restored_sum": float(back), "restored_spec": str(ckpt_restored.state["w"].sharding.spec),
         "data": ckpt_restored.data, "step": ckpt_restored.step,
+        "absl_verbosity": absl_logging.get_verbosity(),
     }))
     """
 )
@@ -157,3 +160,5 @@ def test_two_processes_build_one_mesh_and_agree_on_a_global_sum(tmp_path):
         assert r["restored_sum"] == 2.0 * global_batch.sum()
         assert r["restored_spec"] == str(jax.sharding.PartitionSpec(None, "fsdp"))
         assert r["data"] == {"position": 16} and r["step"] == 3
+        # absl (JAX's and orbax's logs): errors only on processes other than 0
+        assert (r["absl_verbosity"] == absl_logging.ERROR) == (i != 0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 import jax
+from absl import logging as absl_logging
 
 from nanocode.core.errors import ConfigError
 from nanocode.core.registry import register_config
@@ -71,7 +72,15 @@ def initialize(
     except (RuntimeError, ValueError) as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ConfigError(f"jax.distributed.initialize failed: {reason}") from e
+    quiet_other_processes()
     return True
+
+
+def quiet_other_processes() -> None:
+    """JAX and orbax log through absl: on a 64-host pod every warning would arrive 64 times. Process 0 keeps
+    absl's warnings; the others report errors only (their own failures still reach their stderr)."""
+    if jax.process_index() != 0:
+        absl_logging.set_verbosity(absl_logging.ERROR)
 
 
 # Gin wiring for cluster files (pod.gin): `distributed_initialize.auto = True`; trainers call
