@@ -133,6 +133,17 @@ class _Plan:
 _PLAN_CACHE: dict[tuple, _Plan] = {}
 
 
+def check_path_text(text: object) -> str:
+    """A tool's path argument as text, or SandboxPathError: not text, a NUL byte, or empty."""
+    if not isinstance(text, str):
+        raise SandboxPathError("path must be text")
+    if "\x00" in text:
+        raise SandboxPathError("path contains a NUL byte")
+    if not text.strip():
+        raise SandboxPathError("empty path")
+    return text
+
+
 class Sandbox:
     """A workspace directory that tools cannot leave and commands run contained in (see the module docstring)."""
 
@@ -182,13 +193,7 @@ class Sandbox:
     # -- paths ----------------------------------------------------------------------------------------------------
     def resolve(self, path: str | os.PathLike) -> Path:
         """The real path inside the root that `path` names; raises SandboxPathError when it would leave the root."""
-        text = os.fspath(path)
-        if not isinstance(text, str):
-            raise SandboxPathError("path must be text")
-        if "\x00" in text:
-            raise SandboxPathError("path contains a NUL byte")
-        if not text.strip():
-            raise SandboxPathError("empty path")
+        text = check_path_text(os.fspath(path))
         candidate = Path(text) if os.path.isabs(text) else self.root / text
         real = Path(os.path.realpath(candidate))  # resolves `..` and every symlink that exists
         if real != self.root and self.root not in real.parents:

@@ -26,7 +26,7 @@ from nanocode.core.interfaces import RLBatch, RLObjective
 from nanocode.models import scan
 from nanocode.train.loss import split_rows
 from nanocode.train.state import TrainState
-from nanocode.train.step import REMAT_POLICIES, micro_batches
+from nanocode.train.step import REMAT_POLICIES, jit_with_reference, micro_batches
 
 
 def token_logps(model, tokens: Int[Array, "b t1"], mask: Array) -> tuple[Float[Array, "b t"], ...]:
@@ -128,13 +128,4 @@ def make_rl_step(
             metrics["lr"] = jnp.asarray(learning_rate(state.step), jnp.float32)
         return TrainState(params, state.rest, opt_state, state.step + 1, state.rng), metrics
 
-    if state_shardings is None:
-        return jax.jit(step, donate_argnums=0)
-    mesh = jax.tree.leaves(state_shardings, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))[0].mesh
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    return jax.jit(
-        step,
-        in_shardings=(state_shardings, ref_shardings, None),  # the batch keeps the layout shard_batch gave it
-        out_shardings=(state_shardings, replicated),
-        donate_argnums=0,
-    )
+    return jit_with_reference(step, state_shardings, ref_shardings)

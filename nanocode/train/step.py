@@ -154,3 +154,18 @@ def make_train_step(
         out_shardings=(state_shardings, replicated),
         donate_argnums=0,
     )
+
+
+def jit_with_reference(step: Callable, state_shardings: Any, ref_shardings: Any) -> Callable:
+    """`jax.jit` of a `step(state, ref_params, batch)` (preference and RL steps: a frozen reference model rides
+    along), the state donated; with shardings, the state keeps its layout and the metrics come back replicated."""
+    if state_shardings is None:
+        return jax.jit(step, donate_argnums=0)
+    mesh = jax.tree.leaves(state_shardings, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))[0].mesh
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.jit(
+        step,
+        in_shardings=(state_shardings, ref_shardings, None),  # the batch keeps the layout shard_batch gave it
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=0,
+    )

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from nanocode.agents.sandbox import SandboxPathError
+from nanocode.agents.sandbox import SandboxPathError, check_path_text
 
 MAX_SYMLINKS = 40  # as Linux's own limit on symlinks followed in one path (ELOOP beyond)
 RETRIES = 5  # walks tried when the last component keeps changing under us
@@ -58,12 +58,7 @@ class SpecialFile(OSError):
 def split(root: Path, text: str) -> list[str]:
     """The components of `text` relative to `root`, or SandboxPathError for a path that is no path or starts
     outside (an absolute path must start with the root's real path)."""
-    if not isinstance(text, str):
-        raise SandboxPathError("path must be text")
-    if "\x00" in text:
-        raise SandboxPathError("path contains a NUL byte")
-    if not text.strip():
-        raise SandboxPathError("empty path")
+    check_path_text(text)
     if os.path.isabs(text):
         base = str(root)
         if text != base and not text.startswith(base.rstrip("/") + "/"):
