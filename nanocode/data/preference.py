@@ -18,10 +18,9 @@ import numpy as np
 
 from nanocode.core.errors import DataError
 from nanocode.core.kinds import PREFERENCE_DATASETS
-from nanocode.core.workspace import Workspace
 from nanocode.data import hub
 from nanocode.data.conversation import ConversationCodec, ConversationError, Message, validate_messages
-from nanocode.data.sft import download_hub_files, jsonl_records
+from nanocode.data.sft import HubJsonlPair, jsonl_records
 
 
 @dataclass
@@ -123,8 +122,10 @@ class JSONLPreferences:
 
 
 @PREFERENCE_DATASETS.register("hub_preferences")
-class HubPreferences(JSONLPreferences):
-    """Preference JSONL in the Hugging Face layout (`resolve/<revision>/<file>`), downloaded into the workspace."""
+class HubPreferences(HubJsonlPair, JSONLPreferences):
+    """Preference JSONL in the Hugging Face layout, downloaded into the workspace (see HubJsonlPair)."""
+
+    check_file = staticmethod(read_preferences)
 
     def __init__(
         self,
@@ -135,14 +136,7 @@ class HubPreferences(JSONLPreferences):
         directory: str | None = None,
         revision: str = hub.DEFAULT_REVISION,
     ):
-        self.repo, self.train_file, self.test_file, self.base_url = repo, train_file, test_file, base_url
-        self.revision = revision
-        self.directory = Path(directory) if directory else Workspace().sft_data_dir(repo.split("/")[-1])
-        super().__init__(str(self.directory / train_file), str(self.directory / test_file))
-
-    def prepare(self) -> None:
-        files = (self.train_file, self.test_file)
-        download_hub_files(self.directory, self.repo, files, self.base_url, self.revision, read_preferences)
+        JSONLPreferences.__init__(self, *self._locate(repo, train_file, test_file, base_url, directory, revision))
 
 
 @PREFERENCE_DATASETS.register("nanocode_tulu_selfoss_evol_preference")

@@ -51,6 +51,27 @@ def download_hub_files(
         hub.record_revision(directory, repo, revision, [meta.get("commit")])
 
 
+class HubJsonlPair:
+    """A train and a test JSONL file of a Hub dataset repo, downloaded into the workspace on `prepare()` (the Hub's
+    `resolve/<revision>/<file>` layout, or `base_url`, a template with {repo}, {file} and {revision}, for a mirror
+    of another). Mixed into a dataset class, which sets `check_file` (what makes a downloaded file valid)."""
+
+    check_file: Any
+
+    def _locate(
+        self, repo: str, train_file: str, test_file: str, base_url: str | None, directory: str | None, revision: str
+    ) -> tuple[str, str]:
+        """Remember where the files come from and go; the two local paths."""
+        self.repo, self.train_file, self.test_file, self.base_url = repo, train_file, test_file, base_url
+        self.revision = revision
+        self.directory = Path(directory) if directory else Workspace().sft_data_dir(repo.split("/")[-1])
+        return str(self.directory / train_file), str(self.directory / test_file)
+
+    def prepare(self) -> None:
+        files = (self.train_file, self.test_file)
+        download_hub_files(self.directory, self.repo, files, self.base_url, self.revision, type(self).check_file)
+
+
 def read_jsonl(path: str | Path) -> list[list[Message]]:
     """Conversations from a JSONL file; a bad line is a one-line DataError naming file and line."""
     path = Path(path)
@@ -123,10 +144,11 @@ class JSONLConversations(ConversationDataset):
 
 
 @SFT_DATASETS.register("hub_conversations")
-class HubConversations(JSONLConversations):
-    """A conversation dataset in the Hugging Face layout (`resolve/<revision>/<file>`), downloaded to the workspace.
-    `base_url`: a template with {repo}, {file} (and {revision}) for a mirror of another layout (default: the Hub,
-    $HF_ENDPOINT and $HF_TOKEN honoured)."""
+class HubConversations(HubJsonlPair, JSONLConversations):
+    """A conversation dataset in the Hugging Face layout, downloaded to the workspace ($HF_ENDPOINT and $HF_TOKEN
+    honoured; see HubJsonlPair)."""
+
+    check_file = staticmethod(validate_jsonl)
 
     def __init__(
         self,
@@ -137,15 +159,8 @@ class HubConversations(JSONLConversations):
         directory: str | None = None,
         revision: str = hub.DEFAULT_REVISION,
     ):
-        self.repo, self.train_file, self.test_file, self.base_url = repo, train_file, test_file, base_url
-        self.revision = revision
-        self.directory = Path(directory) if directory else Workspace().sft_data_dir(repo.split("/")[-1])
-        super().__init__(str(self.directory / train_file), str(self.directory / test_file))
+        JSONLConversations.__init__(self, *self._locate(repo, train_file, test_file, base_url, directory, revision))
         self.name = repo.split("/")[-1]
-
-    def prepare(self) -> None:
-        files = (self.train_file, self.test_file)
-        download_hub_files(self.directory, self.repo, files, self.base_url, self.revision, validate_jsonl)
 
 
 @SFT_DATASETS.register("nanocode_tulu_selfoss_evol")
