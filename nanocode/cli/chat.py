@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 
-from nanocode.cli.common import add_config_arguments, load_experiment, repl
+from nanocode.cli.common import add_checkpoint_arguments, add_config_arguments, load_experiment, repl
 
 HELP = """commands:
   /clear   start a new conversation
@@ -30,17 +30,8 @@ Ctrl-C stops the reply being generated."""
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags chat and serve share: which checkpoint, how long a context, how to sample."""
-    from nanocode.agents.loading import STAGES
-
     add_config_arguments(parser)
-    parser.add_argument(
-        "--stage",
-        default="latest",
-        choices=(*STAGES, "latest"),
-        help="whose checkpoint (default: the last stage that has one: rl, align, sft, pretrain)",
-    )
-    parser.add_argument("--checkpoint", metavar="DIR", help="a checkpoints directory or one step in it")
-    parser.add_argument("--step", type=int, help="checkpoint step (default: the latest complete one)")
+    add_checkpoint_arguments(parser)
     parser.add_argument("--max_len", type=int, help="KV cache length in tokens (default: the model's sequence_len)")
 
 

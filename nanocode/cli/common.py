@@ -29,6 +29,20 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which checkpoint a command reads (chat, agent, serve, export): a stage's latest, or a directory and step."""
+    from nanocode.agents.loading import STAGES
+
+    parser.add_argument(
+        "--stage",
+        default="latest",
+        choices=(*STAGES, "latest"),
+        help="whose checkpoint (default: the last stage that has one: rl, align, sft, pretrain)",
+    )
+    parser.add_argument("--checkpoint", metavar="DIR", help="a checkpoints directory or one step in it")
+    parser.add_argument("--step", type=int, help="checkpoint step (default: the latest complete one)")
+
+
 def load_experiment(args: argparse.Namespace):
     """Built-ins, then plugins, then gin files and bindings, then the Experiment built and validated, every stage
     included (nanocode.cli.experiment). Raises ConfigError (one line, naming the file) on any problem."""

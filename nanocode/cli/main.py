@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("nanocode.cli.chat", "interactive terminal chat with a checkpoint"),
     "agent": ("nanocode.cli.agent", "the coding agent, working in a directory"),
     "serve": ("nanocode.cli.serve", "OpenAI-compatible HTTP server"),
+    "export": ("nanocode.cli.export", "export a checkpoint for other frameworks (--format hf: transformers)"),
     "speedrun": ("nanocode.cli.speedrun", "every stage in order, each skipped when already complete"),
 }
 
