@@ -150,6 +150,21 @@ def test_a_checkpoint_of_another_model_is_a_one_line_error(tmp_path, gin_clean, 
     assert "cannot read the model parameters" in err and "\n" not in err
 
 
+def test_the_one_line_is_all_a_real_process_prints(tmp_path, gin_clean):
+    """As a user runs it: the wrong-model error is the whole of stderr (orbax's abandoned reads print nothing)."""
+    import subprocess
+    import sys
+
+    gin_file, _ = make_run(tmp_path)
+    argv = ["chat", "--gin_file", gin_file, "--gin_param", "GPTConfig.n_embd = 64", "--prompt", "x"]
+    done = subprocess.run(
+        [sys.executable, "-m", "nanocode.cli.main", *argv], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2
+    err = done.stderr.strip()
+    assert "cannot read the model parameters" in err and "\n" not in err, err
+
+
 def test_bad_sampling_flags_are_refused(tmp_path, gin_clean, capsys):
     gin_file, _ = make_run(tmp_path)
     assert main(["chat", "--gin_file", gin_file, "--temperature", "-1", "--prompt", "x"]) == 2

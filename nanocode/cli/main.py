@@ -70,6 +70,15 @@ def run_command(name: str, argv: list[str]) -> int:
     return int(module.run(args) or 0)
 
 
+def _quiet_after_a_failed_read(unraisable) -> None:
+    """After a one-line error, orbax's abandoned tensorstore reads (a checkpoint of another shape) call back into
+    its closed event loop at exit; those tracebacks would bury the line that explains the failure. Anything else
+    unraisable is still reported."""
+    if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = available_commands()
@@ -85,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_command(name, rest)
     except (NanocodeError, UnknownNameError) as e:  # user-facing: the message is the whole story
         print(f"nanocode {name}: error: {e}", file=sys.stderr)
+        sys.unraisablehook = _quiet_after_a_failed_read
         return 2
     except KeyboardInterrupt:
         print(f"nanocode {name}: interrupted", file=sys.stderr)
