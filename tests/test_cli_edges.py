@@ -71,3 +71,18 @@ def test_onpolicy_takes_the_model_the_endpoint_serves(tmp_path):
             served_model(server.url("two/v1"))
         with pytest.raises(ConfigError, match="pass --model"):
             served_model(server.url("missing/v1"))
+
+
+def test_every_gin_file_the_commands_name_exists():
+    """Examples in the commands' help (their docstrings) name real experiment files."""
+    import re
+    from pathlib import Path
+
+    named = {
+        (path.name, gin)
+        for path in Path("nanocode/cli").glob("*.py")
+        for gin in re.findall(r"experiments/[\w/]+\.gin", path.read_text(encoding="utf-8"))
+    }
+    assert named, "no command names an experiment file"
+    missing = [f"{where}: {gin}" for where, gin in sorted(named) if not Path(gin).is_file()]
+    assert not missing, missing
