@@ -3,6 +3,7 @@
 import os
 import socket
 import sys
+import uuid
 
 import pytest
 
@@ -103,9 +104,10 @@ def test_run_merges_output_and_reports_exit_code(sandbox):
 
 
 def test_background_processes_do_not_outlive_the_command(sandbox):
-    r = sandbox.run("sleep 300 & echo $! > pid.txt; echo started")
+    sleep = _unique_sleep()
+    r = sandbox.run(f"{sleep} & echo $! > pid.txt; echo started")
     assert (r.output, r.exit_code, r.stopped) == ("started\n", 0, None)  # it did not wait for the sleep (timeout 10 s)
-    assert not _sleepers("sleep 300")
+    assert not _sleepers(sleep)
 
 
 def test_command_closing_its_output_still_runs_to_the_end(sandbox):
@@ -174,15 +176,21 @@ def test_without_namespaces_limits_still_hold(tmp_path):
     """isolate=False (what a machine without unshare gets): timeout, output bound and cleanup still work."""
     with Sandbox(tmp_path, isolate=False, allow_unisolated=True, timeout_s=1, max_output_bytes=1000) as sb:
         assert not sb.isolation.network_removed and not sb.isolation.pid_namespace
-        r = sb.run("sleep 300 & sleep 300")
+        sleep = _unique_sleep()
+        r = sb.run(f"{sleep} & {sleep}")
         assert r.stopped == "timeout" and r.exit_code is None
-        assert not _sleepers("sleep 300")
+        assert not _sleepers(sleep)
         r = sb.run("yes")
         assert r.stopped == "output" and len(r.output) == 1000 and r.truncated
         assert sb.run("echo $HOME").output == f"{sb.home}\n"
 
 
 _CONNECT = "python -c 'import socket; socket.create_connection((\"127.0.0.1\", 9))' 2>&1 | tail -1"
+
+
+def _unique_sleep() -> str:
+    """A sleep command line no other test run on this machine uses (_sleepers scans every process on the host)."""
+    return f"sleep 300.{uuid.uuid4().int % 10**9:09d}"
 
 
 def _sleepers(cmdline: str) -> list[int]:
