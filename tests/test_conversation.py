@@ -4,7 +4,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nanocode.data.conversation import ConversationCodec, ConversationError, MalformedToolCall, ToolCall
+from nanocode.data.conversation import (
+    ConversationCodec,
+    ConversationError,
+    MalformedToolCall,
+    ToolCall,
+    without_special_text,
+)
 from tests.helpers import small_tokenizer
 
 
@@ -127,3 +133,19 @@ def test_malformed_tool_calls_give_reasons(codec):
     assert "no <|tool_val|>" in noval.reason
     turn = codec.parse_assistant([*enc("hm."), s["tool_call_start"], *enc("Read")])
     assert turn["content"] == "hm." and "unterminated" in turn["tool_call_error"]
+
+
+def test_model_reply_with_special_text_is_not_acted_on():
+    """A model that copies the prompt's plain-text tool syntax into a call gets an error back, never a tool run on
+    '.<|tool_call_start|>Grep'; special strings in its prose are cut."""
+    confused = {
+        "role": "assistant",
+        "content": "let me look<|assistant_end|>",
+        "tool_call": {"name": "Grep", "args": {"pattern": "x", "path": ".<|tool_call_start|>Grep"}},
+    }
+    out = without_special_text(confused)
+    assert out["content"] == "let me look" and "tool_call" not in out
+    assert "special-token text" in out["tool_call_error"]
+    fine = {"role": "assistant", "content": "ok", "tool_call": {"name": "Read", "args": {"file_path": "a.py"}}}
+    assert without_special_text(fine) == fine
+    assert without_special_text({"role": "assistant", "content": "<|tool_<|tool_arg|>arg|>"})["content"] == ""

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from nanocode.data.conversation import ConversationCodec, Message
+from nanocode.data.conversation import ConversationCodec, Message, without_special_text
 from nanocode.models.engine import ContextFull, Engine
 from nanocode.models.sampling import SamplingParams
 
@@ -121,8 +121,9 @@ class TurnDecoder:
     def message(self) -> Message:
         """The assistant message: content, and tool_call or tool_call_error when the turn made a call."""
         if self.stopped_by_string:
-            return {"role": "assistant", "content": self.content}
-        return self.codec.parse_assistant(self.body + ([self.finish_token] if self.made_call else []))
+            return without_special_text({"role": "assistant", "content": self.content})
+        parsed = self.codec.parse_assistant(self.body + ([self.finish_token] if self.made_call else []))
+        return without_special_text(parsed)
 
 
 @dataclass

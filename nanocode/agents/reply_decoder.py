@@ -17,15 +17,7 @@ from collections.abc import Sequence
 
 from nanocode.agents.chat_session import stop_ids
 from nanocode.core.interfaces import SPECIAL_TOKENS
-from nanocode.data.conversation import ConversationCodec, ToolCall
-
-
-def scrub(text: str) -> str:
-    """`text` without any special-token string."""
-    while any(s in text for s in SPECIAL_TOKENS):
-        for s in SPECIAL_TOKENS:
-            text = text.replace(s, "")
-    return text
+from nanocode.data.conversation import ConversationCodec, ToolCall, scrub
 
 
 def _growing_suffix(text: str, targets: Sequence[str]) -> int:

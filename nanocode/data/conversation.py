@@ -42,6 +42,30 @@ class ConversationError(ValueError):
     """A conversation that does not follow the format (bad role order, empty, unknown role)."""
 
 
+def scrub(text: str) -> str:
+    """`text` without any special-token string (model text may copy the plain-text ones a prompt shows)."""
+    while any(s in text for s in SPECIAL_TOKENS):
+        for s in SPECIAL_TOKENS:
+            text = text.replace(s, "")
+    return text
+
+
+def without_special_text(message: Message) -> Message:
+    """A parsed model reply made safe to act on: special-token strings cut from its text, and a tool call whose
+    name or arguments hold one turned into a tool_call_error (a path or command with `<|tool_arg|>` inside is the
+    model confusing the format, never what it meant)."""
+    out = dict(message)
+    if isinstance(out.get("content"), str):
+        out["content"] = scrub(out["content"])
+    call = out.get("tool_call")
+    if call is not None:
+        fields = [call["name"], *call["args"].keys(), *map(str, call["args"].values())]
+        if any(scrub(f) != f for f in fields):
+            del out["tool_call"]
+            out["tool_call_error"] = "error: the tool call holds special-token text in its name or arguments"
+    return out
+
+
 @dataclass
 class ToolCall:
     name: str
