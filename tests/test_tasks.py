@@ -1,7 +1,9 @@
 """Repo tasks: deterministic generation, hidden checks that fail before and pass after the scripted solution, and
 SOUL-breaking variants."""
 
+import builtins
 import random
+import sys
 
 import pytest
 
@@ -19,6 +21,7 @@ from nanocode.agents.tasks import (
     variant,
 )
 from nanocode.agents.tasks.script import unique_span
+from nanocode.agents.tasks.vocab import DOMAINS, varied_domain
 from nanocode.core.errors import ConfigError
 from nanocode.core.kinds import TASK_GENERATORS
 
@@ -49,6 +52,22 @@ def test_generation_covers_kinds_and_varies():
         if edits:  # read before edit, verify after
             assert any(s.tool == "Read" for s in t.solution.steps[: edits[0]])
             assert any(s.tool == "Bash" for s in t.solution.steps[edits[-1] :])
+
+
+def test_training_names_vary_and_heldout_keeps_the_fixed_domains():
+    """Training repositories take their names from thousands of combinations (so a request's names must be copied,
+    not recalled); the held-out set keeps the 24 hand-written domains; a domain choice is checked."""
+    train = RepoTasks(seed=0).tasks(60)
+    assert len({t.facts["module_path"].split("/")[-1] for t in train}) >= 40
+    assert len({(t.facts["domain"], t.facts["module_path"]) for t in train}) >= 55
+    for d in (varied_domain(random.Random(i)) for i in range(500)):
+        names = (d.ent, d.ents, d.label, d.module, d.repo)
+        assert all(n.isidentifier() and n not in sys.stdlib_module_names and not hasattr(builtins, n) for n in names)
+        assert len({d.ent, d.ents, d.num, d.label}) == 4 and d.high - d.low >= 11
+    assert {t.repo for t in RepoTasks(seed=0, templates="heldout").tasks(40)} <= {d.repo for d in DOMAINS}
+    assert RepoTasks(seed=0, domains="fixed").task(3).repo in {d.repo for d in DOMAINS}
+    with pytest.raises(ConfigError, match="domains must be"):
+        RepoTasks(domains="random")
 
 
 def test_kinds_filter_and_errors():

@@ -42,6 +42,7 @@ from nanocode.agents.policy import Policy, ScriptedPolicy, system_prompt
 from nanocode.agents.sandbox import Sandbox
 from nanocode.agents.tasks import RepoTasks, Script, Task, open_sandbox, run_check, task_workspace, variants
 from nanocode.agents.tasks.base import CheckResult
+from nanocode.agents.tasks.generator import DEFAULT_DOMAINS
 from nanocode.agents.tools import Tool, ToolError, ToolResult, build_tools
 from nanocode.align.constitution import SoulConstitution
 from nanocode.core.errors import ConfigError, DataError
@@ -210,6 +211,7 @@ def build_agentic_data(
     test_every: int = 20,
     pairs_per_task: int = 1,
     kinds: Sequence[str] | None = None,
+    domains: str | None = None,
     workers: int | None = None,
     timeout_s: float = 30.0,
     isolate: bool = False,
@@ -230,6 +232,7 @@ def build_agentic_data(
         "test_every": test_every,
         "pairs_per_task": pairs_per_task,
         "kinds": sorted(kinds) if kinds else None,
+        "domains": RepoTasks(seed, kinds=kinds, domains=domains).domains,
         "format_version": FORMAT_VERSION,
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -274,7 +277,7 @@ def _run_tasks(
     write_text(parts_file, "".join(json.dumps(done[i]) + "\n" for i in sorted(done)))  # without a torn line
 
     constitution = SoulConstitution()
-    generator = RepoTasks(seed, kinds=params["kinds"])
+    generator = RepoTasks(seed, kinds=params["kinds"], domains=params["domains"])
     tools = build_tools()
     todo = [i for i in range(count) if i not in done]
 
@@ -305,21 +308,33 @@ def _run_tasks(
 
 
 # -- as registered datasets (built on first use into the workspace) ------------------------------------------------
-def default_data_dir(seed: int, count: int, kinds: Sequence[str] | None = None) -> Path:
+def default_data_dir(seed: int, count: int, kinds: Sequence[str] | None = None, domains: str | None = None) -> Path:
     suffix = f"-{'+'.join(sorted(kinds))}" if kinds else ""
+    suffix += f"-{domains}" if domains and domains != DEFAULT_DOMAINS["train"] else ""
     return Workspace().sft_data_dir(f"repo_tasks-s{seed}-n{count}{suffix}")
 
 
 class _BuiltOnPrepare:
     """Shared by the two registered datasets: where the data lives and how `prepare()` builds it."""
 
-    def _setup(self, count: int, seed: int, kinds: Sequence[str] | None, directory: str | None, workers: int | None):
-        self.count, self.seed, self.workers = count, seed, workers
+    def _setup(
+        self,
+        count: int,
+        seed: int,
+        kinds: Sequence[str] | None,
+        domains: str | None,
+        directory: str | None,
+        workers: int | None,
+    ):
+        self.count, self.seed, self.workers, self.domains = count, seed, workers, domains
         self.kinds = list(kinds) if kinds else None
-        self.directory = Path(directory) if directory else default_data_dir(seed, count, self.kinds)
+        self.directory = Path(directory) if directory else default_data_dir(seed, count, self.kinds, domains)
 
     def prepare(self) -> None:
-        build_agentic_data(self.directory, count=self.count, seed=self.seed, kinds=self.kinds, workers=self.workers)
+        build_agentic_data(
+            self.directory, count=self.count, seed=self.seed, kinds=self.kinds, domains=self.domains,
+            workers=self.workers,
+        )  # fmt: skip
 
 
 @SFT_DATASETS.register("repo_task_conversations")
@@ -331,10 +346,11 @@ class RepoTaskConversations(_BuiltOnPrepare, JSONLConversations):
         count: int = 256,
         seed: int = 0,
         kinds: Sequence[str] | None = None,
+        domains: str | None = None,
         directory: str | None = None,
         workers: int | None = None,
     ):
-        self._setup(count, seed, kinds, directory, workers)
+        self._setup(count, seed, kinds, domains, directory, workers)
         JSONLConversations.__init__(
             self, str(self.directory / "sft_train.jsonl"), str(self.directory / "sft_test.jsonl")
         )
@@ -350,10 +366,11 @@ class RepoTaskPairs(_BuiltOnPrepare, JSONLPreferences):
         count: int = 256,
         seed: int = 0,
         kinds: Sequence[str] | None = None,
+        domains: str | None = None,
         directory: str | None = None,
         workers: int | None = None,
     ):
-        self._setup(count, seed, kinds, directory, workers)
+        self._setup(count, seed, kinds, domains, directory, workers)
         JSONLPreferences.__init__(
             self, str(self.directory / "pairs_train.jsonl"), str(self.directory / "pairs_test.jsonl")
         )
@@ -367,12 +384,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--test_every", type=int, default=20, help="task i is held out when i %% test_every == 0")
     parser.add_argument("--pairs_per_task", type=int, default=1)
     parser.add_argument("--kinds", nargs="*", default=None, help="fix_bug implement rename locate (default: all)")
+    parser.add_argument(
+        "--domains", choices=("varied", "fixed"), default=None, help="repository names (default varied)"
+    )
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--isolate", action="store_true", help="run commands in namespaces (slower, same results)")
     args = parser.parse_args(argv)
     manifest = build_agentic_data(
         args.out_dir, count=args.count, seed=args.seed, test_every=args.test_every,
-        pairs_per_task=args.pairs_per_task, kinds=args.kinds, workers=args.workers, isolate=args.isolate,
+        pairs_per_task=args.pairs_per_task, kinds=args.kinds, domains=args.domains, workers=args.workers,
+        isolate=args.isolate,
     )  # fmt: skip
     print(json.dumps({k: v for k, v in manifest.items() if k != "files"}, sort_keys=True))
     return 0

@@ -4,6 +4,11 @@
 so any task can be rebuilt alone, and the first n tasks of a seed are the same whatever count is asked for (a
 larger run extends a smaller one). Training tasks draw a kind by TRAIN_KIND_WEIGHTS, then a template of that kind;
 the held-out set cycles through its templates so a small eval covers every one.
+
+Domains (the names of a repository, its module, records and fields): "varied" draws each from the product of the
+word lists in vocab.py, "fixed" picks one of the 24 hand-written DOMAINS. Training defaults to varied, so that the
+names in a request are new and the model must copy them; the held-out set defaults to fixed, so eval results stay
+comparable across versions of the training data.
 """
 
 from __future__ import annotations
@@ -13,20 +18,26 @@ from collections.abc import Sequence
 
 from nanocode.agents.tasks.base import Task
 from nanocode.agents.tasks.templates import EVAL_TEMPLATES, TRAIN_KIND_WEIGHTS, TRAIN_TEMPLATES, TaskTemplate
-from nanocode.agents.tasks.vocab import DOMAINS
+from nanocode.agents.tasks.vocab import DOMAINS, varied_domain
 from nanocode.core.errors import ConfigError
 from nanocode.core.kinds import TASK_GENERATORS
 
 TEMPLATE_SETS: dict[str, dict[str, TaskTemplate]] = {"train": TRAIN_TEMPLATES, "heldout": EVAL_TEMPLATES}
+DEFAULT_DOMAINS = {"train": "varied", "heldout": "fixed"}
 
 
 @TASK_GENERATORS.register("repo_tasks")
 class RepoTasks:
     """Small real Python repositories with a bug to fix, a stub to implement, a rename, or a definition to find."""
 
-    def __init__(self, seed: int = 0, templates: str = "train", kinds: Sequence[str] | None = None):
+    def __init__(
+        self, seed: int = 0, templates: str = "train", kinds: Sequence[str] | None = None, domains: str | None = None
+    ):
         if templates not in TEMPLATE_SETS:
             raise ConfigError(f"repo_tasks: templates must be one of {sorted(TEMPLATE_SETS)}, got {templates!r}")
+        self.domains = domains or DEFAULT_DOMAINS[templates]
+        if self.domains not in ("varied", "fixed"):
+            raise ConfigError(f"repo_tasks: domains must be 'varied' or 'fixed', got {domains!r}")
         self.seed = seed
         self.set_name = templates
         self.templates = TEMPLATE_SETS[templates]
@@ -51,7 +62,7 @@ class RepoTasks:
         if template is not None and template not in self.templates:
             raise ConfigError(f"repo_tasks: no template {template!r} in the {self.set_name} set")
         chosen = self.templates[template] if template is not None else drawn
-        domain = rng.choice(DOMAINS)
+        domain = varied_domain(rng) if self.domains == "varied" else rng.choice(DOMAINS)
         built = chosen.build(rng, domain)
         return Task(
             id=f"{self.set_name}-s{self.seed}-{index:05d}",
