@@ -142,7 +142,7 @@ class OpenAICompatibleTeacher(Teacher):
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.json_schema = json_schema  # ask for JSON-schema constrained output (servers that support it)
         self._limiter = _RateLimiter(requests_per_minute)
-        self.stats = {"requests": 0, "retries": 0, "rate_limited": 0, "unusable": 0, "tokens_in": 0, "tokens_out": 0}
+        self.stats = {"requests": 0, "retries": 0, "rate_limited": 0, "unusable": 0, "schema_refused": 0, "tokens_in": 0, "tokens_out": 0}
         self._lock = threading.Lock()
         self._client = None  # made on first use: building an experiment must not need the openai package
         self._answered = False  # the server has answered at least once (an unreachable one fails fast before)
@@ -222,6 +222,7 @@ class OpenAICompatibleTeacher(Teacher):
                     # A server without constrained decoding (llama.cpp builds without grammars, `nanocode serve`):
                     # ask for plain text from now on; the JSON is still parsed and checked from the reply.
                     self.json_schema = False
+                    self._count("schema_refused")  # more than one where requests were in flight together
                     continue
                 if e.status_code not in RETRYABLE_STATUS and e.status_code < 500:
                     hint = f" (is ${self.api_key_env} set?)" if e.status_code in (401, 403) else ""
