@@ -142,7 +142,8 @@ class OpenAICompatibleTeacher(Teacher):
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.json_schema = json_schema  # ask for JSON-schema constrained output (servers that support it)
         self._limiter = _RateLimiter(requests_per_minute)
-        self.stats = {"requests": 0, "retries": 0, "rate_limited": 0, "unusable": 0, "schema_refused": 0, "tokens_in": 0, "tokens_out": 0}
+        counters = ("requests", "retries", "rate_limited", "unusable", "schema_refused", "tokens_in", "tokens_out")
+        self.stats = dict.fromkeys(counters, 0)
         self._lock = threading.Lock()
         self._client = None  # made on first use: building an experiment must not need the openai package
         self._answered = False  # the server has answered at least once (an unreachable one fails fast before)
