@@ -1,0 +1,103 @@
+"""Copy drills: pretraining documents that can only be predicted by copying from the context.
+
+Each document is lines of random identifiers (drawn from the standard library's sources, so every word is a familiar
+token sequence), each line written two or three times. Nothing but the earlier copy predicts a repeat, so the loss
+on repeats falls only once the model has induction heads: the mechanism an agent needs to put the file name of a
+request into its tool call. Natural text at the debug scale does not grow them (benchmarks/sft_conditioning_results.md);
+a copy-heavy mix does.
+
+Built like the embedded corpus (same shards, manifest and validation split), deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from nanocode.core.errors import ConfigError, DataError
+from nanocode.core.interfaces import DataSource
+from nanocode.core.kinds import DATA_MIXTURES, DATA_SOURCES
+from nanocode.data.embedded import EmbeddedSource, stdlib_files
+from nanocode.data.mixture import WeightedMixture
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
+
+
+@functools.lru_cache(maxsize=4)
+def identifiers(root: Path, max_files: int) -> tuple[str, ...]:
+    """The distinct identifiers of the first `max_files` stdlib sources, sorted (a stable vocabulary)."""
+    words: set[str] = set()
+    for name in stdlib_files(root)[:max_files]:
+        words.update(IDENTIFIER.findall((root / name).read_text(encoding="utf-8", errors="replace")))
+    return tuple(sorted(words))
+
+
+@DATA_SOURCES.register("copy_drills")
+class CopyDrills(EmbeddedSource):
+    """`count` documents of repeated lines of random identifiers (about `doc_chars` characters each)."""
+
+    name = "copy_drills"
+
+    def __init__(
+        self,
+        count: int = 10_000,
+        doc_chars: int = 1500,
+        words_per_line: tuple[int, int] = (8, 30),
+        repeats: tuple[int, int] = (2, 3),
+        vocab_files: int = 200,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if count < 2 or doc_chars < 1 or not 1 <= words_per_line[0] <= words_per_line[1]:
+            raise DataError(f"{self.name}: need count >= 2, doc_chars >= 1, 1 <= words_per_line[0] <= [1]")
+        if not 2 <= repeats[0] <= repeats[1]:
+            raise DataError(f"{self.name}: repeats must be a range within [2, ...), got {repeats}")
+        self.count, self.doc_chars, self.vocab_files = count, doc_chars, vocab_files
+        self.words_per_line, self.repeats = tuple(words_per_line), tuple(repeats)
+
+    def params(self) -> dict:
+        return {
+            **super().params(),
+            "count": self.count,
+            "doc_chars": self.doc_chars,
+            "words_per_line": list(self.words_per_line),
+            "repeats": list(self.repeats),
+            "vocab_files": self.vocab_files,
+        }
+
+    def keys(self) -> list[str]:
+        return [f"drill:{i:07d}" for i in range(self.count)]
+
+    def document(self, key: str) -> str | None:
+        vocab = identifiers(self.root, self.vocab_files)
+        if not vocab:
+            raise DataError(f"{self.root}: no Python sources to draw the copy drills' words from")
+        rng = random.Random(f"{self.seed}:{key}")  # str seeds hash with sha512: the same drill on every machine
+        lines: list[str] = []
+        while sum(len(line) + 1 for line in lines) < self.doc_chars:
+            line = " ".join(rng.choice(vocab) for _ in range(rng.randint(*self.words_per_line)))
+            lines += [line] * rng.randint(*self.repeats)
+        return "\n".join(lines)
+
+
+@DATA_MIXTURES.register("with_drills")
+class WithDrills(WeightedMixture):
+    """A weighted mix with a copy-drill source that the tokenizer's sample (horizon None) leaves out: the tokenizer
+    learns its merges from natural text, as the run without drills does, and the drills are made of its words."""
+
+    def __init__(self, sources: Mapping[str, DataSource], weights: Mapping[str, float], drills: str = "copy"):
+        super().__init__(sources, weights)
+        if drills not in self._sources:
+            raise ConfigError(f"{type(self).__name__}: no source named {drills!r} (sources: {', '.join(sources)})")
+        if not any(w for name, w in self._weights.items() if name != drills):
+            raise ConfigError(f"{type(self).__name__}: every source but the drills has weight 0: nothing to tokenize")
+        self.drills = drills
+
+    def weights_at(self, step: int, horizon: int | None = None) -> dict[str, float]:
+        weights = dict(self._weights)
+        if horizon is None:
+            weights[self.drills] = 0.0
+        return weights

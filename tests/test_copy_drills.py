@@ -1,0 +1,62 @@
+"""Copy drills: documents whose repeated lines only copying predicts; deterministic, registered, wired by gin."""
+
+import gin
+import pytest
+
+from nanocode.core.errors import ConfigError, DataError
+from nanocode.data import parquet
+from nanocode.data.copy_drills import CopyDrills, WithDrills
+
+
+def texts(source, split):
+    return list(parquet.iter_texts(source.shard_paths(split)))
+
+
+def test_every_line_is_written_two_or_three_times_in_a_row(tmp_path):
+    source = CopyDrills(directory=str(tmp_path), count=40, doc_chars=600, docs_per_shard=16)
+    source.prepare(progress=False)
+    docs = texts(source, "train") + texts(source, "val")
+    assert len(docs) == 40 and len(set(docs)) == 40
+    for doc in docs:
+        lines = doc.split("\n")
+        runs = [1]
+        for previous, line in zip(lines, lines[1:]):
+            runs[-1:] = [runs[-1] + 1] if line == previous else [runs[-1], 1]
+        assert all(r in (2, 3) for r in runs), runs  # (two different lines in a row are never equal by chance here)
+        assert sum(len(line) + 1 for line in lines) >= 600
+        assert all(8 <= len(line.split()) <= 30 for line in lines)
+
+
+def test_same_seed_same_drills_other_seed_others(tmp_path):
+    built = {}
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        source = CopyDrills(directory=str(tmp_path / name), count=20, seed=seed)
+        source.prepare(progress=False)
+        built[name] = texts(source, "train")
+    assert built["a"] == built["b"] and built["a"] != built["c"]
+
+
+def test_bad_ranges_are_refused_with_the_source_name():
+    with pytest.raises(DataError, match="copy_drills: repeats"):
+        CopyDrills(repeats=(1, 3))
+    with pytest.raises(DataError, match="copy_drills: need count"):
+        CopyDrills(words_per_line=(5, 4))
+
+
+def test_the_copy_experiment_mixes_drills_into_the_debug_run(gin_clean):
+    from nanocode.cli.experiment import load
+
+    experiment = load(["experiments/debug_copy_cpu.gin"])
+    sources = experiment.data.sources
+    assert isinstance(sources["copy"], CopyDrills)
+    assert experiment.data.weights_at(0, horizon=1500) == {"web": 0.08, "code": 0.02, "copy": 0.9}
+    assert experiment.data.weights_at(0) == {"web": 0.08, "code": 0.02, "copy": 0.0}  # the tokenizer's sample
+    assert gin.query_parameter("Pretraining.num_steps") == 1500
+
+
+def test_a_mix_of_drills_alone_or_without_them_is_refused(tmp_path):
+    drills = CopyDrills(directory=str(tmp_path))
+    with pytest.raises(ConfigError, match="no source named 'copy'"):
+        WithDrills({"drills": drills}, {"drills": 1.0})
+    with pytest.raises(ConfigError, match="nothing to tokenize"):
+        WithDrills({"copy": drills, "web": drills}, {"copy": 1.0, "web": 0.0})
