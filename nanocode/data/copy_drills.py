@@ -52,7 +52,10 @@ class CopyDrills(EmbeddedSource):
     ):
         super().__init__(**kwargs)
         if count < 2 or doc_chars < 1 or not 1 <= words_per_line[0] <= words_per_line[1]:
-            raise DataError(f"{self.name}: need count >= 2, doc_chars >= 1, 1 <= words_per_line[0] <= [1]")
+            raise DataError(
+                f"{self.name}: need count >= 2, doc_chars >= 1 and words_per_line a range within [1, ...), got "
+                f"count={count}, doc_chars={doc_chars}, words_per_line={words_per_line}"
+            )
         if not 2 <= repeats[0] <= repeats[1]:
             raise DataError(f"{self.name}: repeats must be a range within [2, ...), got {repeats}")
         self.count, self.doc_chars, self.vocab_files = count, doc_chars, vocab_files
@@ -77,9 +80,12 @@ class CopyDrills(EmbeddedSource):
             raise DataError(f"{self.root}: no Python sources to draw the copy drills' words from")
         rng = random.Random(f"{self.seed}:{key}")  # str seeds hash with sha512: the same drill on every machine
         lines: list[str] = []
-        while sum(len(line) + 1 for line in lines) < self.doc_chars:
+        chars = 0
+        while chars < self.doc_chars:
             line = " ".join(rng.choice(vocab) for _ in range(rng.randint(*self.words_per_line)))
-            lines += [line] * rng.randint(*self.repeats)
+            times = rng.randint(*self.repeats)
+            lines += [line] * times
+            chars += (len(line) + 1) * times
         return "\n".join(lines)
 
 
