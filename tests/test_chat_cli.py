@@ -148,6 +148,7 @@ def test_a_checkpoint_of_another_model_is_a_one_line_error(tmp_path, gin_clean, 
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "cannot read the model parameters" in err and "\n" not in err
+    assert "the model wants" in err  # refused from the checkpoint's record, before any read starts
 
 
 def test_the_one_line_is_all_a_real_process_prints(tmp_path, gin_clean):

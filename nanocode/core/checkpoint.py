@@ -392,18 +392,40 @@ def verify_arrays(step_dir: str | Path, tree: PyTree) -> None:
     `params`, rooted as saved: `{"params": ...}`) against the checksums saved in its meta; CorruptCheckpoint on a
     mismatch or an unreadable meta. A step without a meta or without checksums (saved before them) is not checked."""
     step_dir = Path(step_dir)
-    meta_file = step_dir / "meta" / "metadata"
-    try:
-        meta = json.loads(meta_file.read_text())
-    except FileNotFoundError:
-        return
-    except (OSError, ValueError) as e:
-        raise CorruptCheckpoint(f"{meta_file}: unreadable ({type(e).__name__}: {_first_line(e)})") from None
-    path = _mismatch(tree, meta.get(ARRAYS_KEY) if isinstance(meta, dict) else None)
+    path = _mismatch(tree, _saved_arrays(step_dir))
     if path is not None:
         raise CorruptCheckpoint(
             f"checkpoint {step_dir}: array {path} does not match its saved checksum ({step_dir / 'state'} is corrupt)"
         )
+
+
+def layout_mismatch(step_dir: str | Path, targets: PyTree) -> str | None:
+    """Why restore `targets` (rooted as saved, e.g. `{"params": ...}`) cannot be read from step directory
+    `step_dir`: the first array the checkpoint lacks or saved with another shape; None when they fit or the step
+    records no arrays. Checked before reading, because a read that fails part-way leaves tensorstore reads
+    running that print tracebacks after the caller's error."""
+    record = _saved_arrays(Path(step_dir))
+    if not record:
+        return None
+    for path, x in array_leaves(targets):
+        saved = record.get(path)
+        if saved is None:
+            return f"the checkpoint has no parameter {path}"
+        if list(x.shape) != list(saved["shape"]):
+            return f"{path} is saved with shape {tuple(saved['shape'])}, the model wants {tuple(x.shape)}"
+    return None
+
+
+def _saved_arrays(step_dir: Path) -> Mapping[str, Any] | None:
+    """The per-array record (shape, dtype, checksum) in a step's meta; None for a step saved without one."""
+    meta_file = step_dir / "meta" / "metadata"
+    try:
+        meta = json.loads(meta_file.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise CorruptCheckpoint(f"{meta_file}: unreadable ({type(e).__name__}: {_first_line(e)})") from None
+    return meta.get(ARRAYS_KEY) if isinstance(meta, dict) else None
 
 
 def _mismatch(tree: PyTree, record: Mapping[str, Any] | None) -> str | None:

@@ -21,7 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from nanocode.core.checkpoint import complete_steps, verify_arrays
+from nanocode.core.checkpoint import complete_steps, layout_mismatch, verify_arrays
 from nanocode.core.errors import CheckpointError
 from nanocode.core.kinds import TOOLS
 from nanocode.core.workspace import Workspace
@@ -134,6 +134,12 @@ def restore_params(step_dir: Path, abstract_params: Any) -> Any:
     args = ocp.args.PyTreeRestore(
         item={"params": abstract_params}, restore_args={"params": restore_args}, partial_restore=True
     )
+    mismatch = layout_mismatch(step_dir, {"params": abstract_params})
+    if mismatch is not None:
+        raise CheckpointError(
+            f"{step_dir}: cannot read the model parameters ({mismatch}); does the experiment's model config "
+            "(n_layer, scan_layers, n_embd, ...) match the checkpoint?"
+        )
     asyncio_log = logging.getLogger("asyncio")
     level = asyncio_log.level
     asyncio_log.setLevel(logging.CRITICAL)  # a shape mismatch also logs every failed read; the error says it
