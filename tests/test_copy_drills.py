@@ -60,3 +60,19 @@ def test_a_mix_of_drills_alone_or_without_them_is_refused(tmp_path):
         WithDrills({"drills": drills}, {"drills": 1.0})
     with pytest.raises(ConfigError, match="nothing to tokenize"):
         WithDrills({"copy": drills, "web": drills}, {"copy": 1.0, "web": 0.0})
+
+
+def test_a_two_phase_mix_switches_from_drills_to_natural_text_at_its_fraction_of_the_run(tmp_path):
+    drills, web = CopyDrills(directory=str(tmp_path / "d")), CopyDrills(directory=str(tmp_path / "w"))
+    mix = WithDrills(
+        {"copy": drills, "web": web}, {"copy": 0.9, "web": 0.1}, then={"copy": 0.2, "web": 0.8}, switch_at=0.25
+    )
+    assert mix.weights_at(99, horizon=400) == {"copy": 0.9, "web": 0.1}
+    assert mix.weights_at(100, horizon=400) == mix.weights_at(399, horizon=400) == {"copy": 0.2, "web": 0.8}
+    assert mix.weights_at(300) == {"copy": 0.0, "web": 0.1}  # the tokenizer's sample has no drills in either phase
+    with pytest.raises(ConfigError, match="switch_at is a fraction"):
+        WithDrills({"copy": drills, "web": web}, {"copy": 0.9, "web": 0.1}, then={"web": 1.0}, switch_at=2)
+    with pytest.raises(ConfigError, match="nothing to tokenize"):
+        WithDrills({"copy": drills, "web": web}, {"copy": 0.9, "web": 0.1}, then={"copy": 1.0})
+    with pytest.raises(ConfigError, match="unknown"):
+        WithDrills({"copy": drills, "web": web}, {"copy": 0.9, "web": 0.1}, then={"code": 1.0})

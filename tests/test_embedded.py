@@ -186,3 +186,13 @@ def test_a_build_of_an_older_format_is_rebuilt(tmp_path):
     assert not source.is_complete()
     source.prepare(progress=False)
     assert source.is_complete() and "val_keys" in source.manifest()
+
+
+def test_a_build_made_with_other_parameters_is_refused_not_read(tmp_path):
+    """A gin file that changes a source's recipe after its build: training must not read the stale shards."""
+    EmbeddedCode(str(tmp_path / "c"), **SMALL).prepare(progress=False)
+    changed = EmbeddedCode(str(tmp_path / "c"), **{**SMALL, "seed": 7})
+    with pytest.raises(DataError, match=r"c/manifest\.json: the embedded_code shards were built with other parameters"):
+        changed.shard_paths("train")
+    changed.prepare(progress=False)
+    assert changed.shard_paths("train")

@@ -250,7 +250,8 @@ def test_checkpoint_of_the_other_layout_is_refused_in_one_line_or_converted(tmp_
     save_params(tmp_path / "scanned", scan.convert(model, scan_layers=True))
     for saved, config in (("unscanned", SCANNED), ("scanned", TINY)):
         with pytest.raises(
-            CheckpointError, match=r"no parameter (params/)?blocks/.*does the experiment's model config \(n_layer, scan_layers"
+            CheckpointError,
+            match=r"no parameter (params/)?blocks/.*does the experiment's model config \(n_layer, scan_layers",
         ) as e:
             load_model(GPT, config, tmp_path / saved / "1")
         assert "\n" not in str(e.value)

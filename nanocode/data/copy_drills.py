@@ -11,6 +11,7 @@ Built like the embedded corpus (same shards, manifest and validation split), det
 
 from __future__ import annotations
 
+import collections
 import functools
 import random
 import re
@@ -21,18 +22,29 @@ from nanocode.core.errors import ConfigError, DataError
 from nanocode.core.interfaces import DataSource
 from nanocode.core.kinds import DATA_MIXTURES, DATA_SOURCES
 from nanocode.data.embedded import EmbeddedSource, stdlib_files
-from nanocode.data.mixture import WeightedMixture
+from nanocode.data.mixture import WeightedMixture, check_weights
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
 
 
 @functools.lru_cache(maxsize=4)
-def identifiers(root: Path, max_files: int) -> tuple[str, ...]:
-    """The distinct identifiers of the first `max_files` stdlib sources, sorted (a stable vocabulary)."""
-    words: set[str] = set()
+def identifier_counts(root: Path, max_files: int) -> collections.Counter[str]:
+    """How often each identifier occurs in the first `max_files` stdlib sources."""
+    counts: collections.Counter[str] = collections.Counter()
     for name in stdlib_files(root)[:max_files]:
-        words.update(IDENTIFIER.findall((root / name).read_text(encoding="utf-8", errors="replace")))
-    return tuple(sorted(words))
+        counts.update(IDENTIFIER.findall((root / name).read_text(encoding="utf-8", errors="replace")))
+    return counts
+
+
+@functools.lru_cache(maxsize=4)
+def vocabulary(root: Path, max_files: int, size: int | None) -> tuple[str, ...]:
+    """The words drills are made of, sorted: every identifier, or the `size` most frequent. Frequent ones are
+    mostly a single token each, so a line is close to a row of random tokens, which only copying predicts: the
+    purest signal for induction."""
+    counts = identifier_counts(root, max_files)
+    if size is None:
+        return tuple(sorted(counts))
+    return tuple(sorted(w for w, _ in sorted(counts.items(), key=lambda wc: (-wc[1], wc[0]))[:size]))
 
 
 @DATA_SOURCES.register("copy_drills")
@@ -48,6 +60,7 @@ class CopyDrills(EmbeddedSource):
         words_per_line: tuple[int, int] = (8, 30),
         repeats: tuple[int, int] = (2, 3),
         vocab_files: int = 200,
+        vocab_size: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -58,7 +71,9 @@ class CopyDrills(EmbeddedSource):
             )
         if not 2 <= repeats[0] <= repeats[1]:
             raise DataError(f"{self.name}: repeats must be a range within [2, ...), got {repeats}")
-        self.count, self.doc_chars, self.vocab_files = count, doc_chars, vocab_files
+        if vocab_size is not None and vocab_size < 2:
+            raise DataError(f"{self.name}: vocab_size must be at least 2 words, got {vocab_size}")
+        self.count, self.doc_chars, self.vocab_files, self.vocab_size = count, doc_chars, vocab_files, vocab_size
         self.words_per_line, self.repeats = tuple(words_per_line), tuple(repeats)
 
     def params(self) -> dict:
@@ -69,13 +84,14 @@ class CopyDrills(EmbeddedSource):
             "words_per_line": list(self.words_per_line),
             "repeats": list(self.repeats),
             "vocab_files": self.vocab_files,
+            "vocab_size": self.vocab_size,
         }
 
     def keys(self) -> list[str]:
         return [f"drill:{i:07d}" for i in range(self.count)]
 
     def document(self, key: str) -> str | None:
-        vocab = identifiers(self.root, self.vocab_files)
+        vocab = vocabulary(self.root, self.vocab_files, self.vocab_size)
         if not vocab:
             raise DataError(f"{self.root}: no Python sources to draw the copy drills' words from")
         rng = random.Random(f"{self.seed}:{key}")  # str seeds hash with sha512: the same drill on every machine
@@ -92,18 +108,37 @@ class CopyDrills(EmbeddedSource):
 @DATA_MIXTURES.register("with_drills")
 class WithDrills(WeightedMixture):
     """A weighted mix with a copy-drill source that the tokenizer's sample (horizon None) leaves out: the tokenizer
-    learns its merges from natural text, as the run without drills does, and the drills are made of its words."""
+    learns its merges from natural text, as the run without drills does, and the drills are made of its words.
 
-    def __init__(self, sources: Mapping[str, DataSource], weights: Mapping[str, float], drills: str = "copy"):
+    With `then`, a two-phase curriculum: `weights` for the first `switch_at` of the run (drill-heavy, until the
+    model can copy), `then` for the rest (mostly natural text, so its language recovers; a few drills keep the
+    copying)."""
+
+    def __init__(
+        self,
+        sources: Mapping[str, DataSource],
+        weights: Mapping[str, float],
+        drills: str = "copy",
+        then: Mapping[str, float] | None = None,
+        switch_at: float = 0.5,
+    ):
         super().__init__(sources, weights)
         if drills not in self._sources:
             raise ConfigError(f"{type(self).__name__}: no source named {drills!r} (sources: {', '.join(sources)})")
-        if not any(w for name, w in self._weights.items() if name != drills):
-            raise ConfigError(f"{type(self).__name__}: every source but the drills has weight 0: nothing to tokenize")
         self.drills = drills
+        self._then = check_weights(then, self._sources, type(self).__name__) if then is not None else None
+        if not 0.0 <= switch_at <= 1.0:
+            raise ConfigError(f"{type(self).__name__}: switch_at is a fraction of the run in [0, 1], got {switch_at}")
+        self.switch_at = switch_at
+        for phase in (self._weights, self._then or {}):
+            if phase and not any(w for name, w in phase.items() if name != drills):
+                raise ConfigError(
+                    f"{type(self).__name__}: every source but the drills has weight 0: nothing to tokenize"
+                )
 
     def weights_at(self, step: int, horizon: int | None = None) -> dict[str, float]:
-        weights = dict(self._weights)
-        if horizon is None:
-            weights[self.drills] = 0.0
-        return weights
+        if horizon is None:  # the tokenizer's sample: natural text only
+            return {**self._weights, self.drills: 0.0}
+        if self._then is not None and step >= self.switch_at * horizon:
+            return dict(self._then)
+        return dict(self._weights)

@@ -276,6 +276,11 @@ class EmbeddedSource(ParquetSource):
                 f"{self.directory / MANIFEST}: {state}, the {self.name} build is incomplete "
                 f"(run `nanocode data --dataset {self.name}`)"
             )
+        if self.manifest().get("params") != self.params():  # e.g. a gin file changed the recipe after the build
+            raise DataError(
+                f"{self.directory / MANIFEST}: the {self.name} shards were built with other parameters than the "
+                f"experiment's (run `nanocode data` with its gin file to rebuild them)"
+            )
         return super().shard_paths(split)
 
 

@@ -142,6 +142,18 @@ def data_spec_fingerprint(loader: PackedLoader, mixture: DataMixture, horizon: i
     return fingerprint({"loader": loader.spec(), "weights": weights})
 
 
+def repeated_halves(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows whose second half repeats the first (the copy test), with the masks of each copy's scored targets; the
+    first token of each copy is not scored (nothing before it predicts it), so both masks cover the same tokens."""
+    n = rows.shape[1]
+    half = n // 2
+    repeated = np.concatenate([rows[:, :half], rows[:, :half], rows[:, 2 * half :]], axis=1)
+    first, second = np.zeros_like(rows, dtype=np.int32), np.zeros_like(rows, dtype=np.int32)
+    first[:, 1:half] = 1
+    second[:, half + 1 : 2 * half] = 1
+    return repeated, first, second
+
+
 # ---------------------------------------------------------------------------------------------------- the run
 class PretrainRun(StageRun):
     """The pretraining stage's parts of the shared loop: packed mixture batches, random initial weights, bits per
@@ -207,14 +219,31 @@ class PretrainRun(StageRun):
         return mesh_lib.shard_batch({"tokens": rows}, self.mesh, self.rules)
 
     def evaluate(self, step: int, state) -> dict:
-        """Validation bits per byte of each source (`<source>_bpb`) and their mean (`val_bpb`)."""
+        """Validation bits per byte of each source (`<source>_bpb`), their mean (`val_bpb`) and `copy_gain`."""
         record: dict[str, Any] = {"step": step}
         for name, batches in self.val_batches.items():
             if batches:
                 record[f"{name}_bpb"] = evaluate_bpb(self.bpb_step, state.params, state.rest, map(self.shard, batches))
         values = [v for k, v in record.items() if k.endswith("_bpb")]
         record["val_bpb"] = float(np.mean(values)) if values else float("nan")
+        first = next((b[0] for b in self.val_batches.values() if b), None)
+        if first is not None:
+            record["copy_gain"] = self.copy_gain(state, first)
         return self.log_eval(record, "eval")
+
+    def copy_gain(self, state, rows: np.ndarray) -> float:
+        """Bits per byte the model saves on the second copy of a repeated text over the first: about 0 until it
+        has induction heads (it cannot copy from its context), then a phase change to most of the first copy's.
+        Copying is what later lets an agent put the file a request names into its tool call."""
+        repeated, first, second = repeated_halves(rows)
+        bpb = [
+            evaluate_bpb(self.bpb_step, state.params, state.rest, [self.shard_masked(repeated, mask)])
+            for mask in (first, second)
+        ]
+        return bpb[0] - bpb[1]
+
+    def shard_masked(self, rows: np.ndarray, mask: np.ndarray) -> dict[str, jax.Array]:
+        return mesh_lib.shard_batch({"tokens": rows, "mask": mask}, self.mesh, self.rules)
 
     def sample(self, step: int, state) -> None:
         texts = greedy_complete(
