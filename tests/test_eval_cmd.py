@@ -133,6 +133,8 @@ def test_tool_call_suite_counts_only_known_tools_with_their_required_arguments(t
         records = [json.loads(line) for line in (tmp_path / "tool_calls.jsonl").read_text().splitlines()]
         assert len(records) == 3 and all(r["valid"] == bool(rate) for r in records)
         assert records[0]["reply"]["tool_call"]["args"] in ({"file_path": "q.md"}, {"file": "q.md"})
+        naming = result["metrics"]["names_file_rate"]
+        assert naming["value"] == 0.0 and naming["n"] == sum(r["names_file"] is not None for r in records) >= 1
 
 
 def test_humaneval_prompts_for_base_and_chat_models():

@@ -21,7 +21,12 @@ from nanocode.data.conversation import ConversationCodec
 from nanocode.data.sft import SFTPacker
 from nanocode.models.gpt import GPT, GPTConfig
 from nanocode.optim.adamw import AdamW
-from nanocode.train.finetune import first_system_prompt, has_valid_tool_call, with_system_prompt
+from nanocode.train.finetune import (
+    first_system_prompt,
+    has_valid_tool_call,
+    names_requested_file,
+    with_system_prompt,
+)
 from nanocode.train.sft import tool_prompts
 from nanocode.train.state import init_train_state
 from nanocode.train.step import make_train_step
@@ -210,6 +215,19 @@ def test_tool_call_validity_needs_a_known_tool_with_its_required_arguments():
     )
 
 
+def test_a_reply_names_the_requested_file_by_base_name_in_its_call_or_its_text():
+    codec = ConversationCodec(small_tokenizer())
+    request = "The tests in tests/test_routes.py fail since yesterday; the code is in app/routes.py."
+
+    def reply(path, text="Let me look."):
+        return codec.tok.encode(text) + codec.render_tool_call({"name": "Read", "args": {"file_path": path}})
+
+    assert names_requested_file(codec, request, reply("routes.py")) is True
+    assert names_requested_file(codec, request, reply("x.py", text="I will run test_routes.py.")) is True
+    assert names_requested_file(codec, request, reply("recipes.py")) is False  # a memorised opening
+    assert names_requested_file(codec, "where is the cache defined?", reply("routes.py")) is None  # names no file
+
+
 def test_sft_cli_learns_logs_evaluates_samples_and_checkpoints(tmp_path, clean_gin):
     save_stage_checkpoint("sft_run", "pretrain")
     cadence = ["SFTTraining.num_steps = 48", "SFTTraining.eval_every = 24", "SFTTraining.checkpoint_every = 24"]
@@ -232,6 +250,7 @@ def test_sft_cli_learns_logs_evaluates_samples_and_checkpoints(tmp_path, clean_g
     # greedy replies to held-out requests: no valid tool call from the start, some after training
     assert all(r["tool_call_prompts"] == 4 for r in evals)
     assert evals[0]["tool_call_valid"] == 0.0 and evals[-1]["tool_call_valid"] >= 0.5, evals
+    assert all(0.0 <= r["names_file"] <= 1.0 for r in evals)  # the requests here name their files
     samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
     assert [s["prompt"] for s in samples] == [
         "Can you fix the bug in hello.py?",

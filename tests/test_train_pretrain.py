@@ -19,6 +19,7 @@ from nanocode.core import mesh as mesh_lib
 from nanocode.core.checkpoint import Checkpointer, complete_steps
 from nanocode.core.errors import CheckpointError
 from nanocode.core.workspace import Workspace
+from nanocode.train.pretrain import repeated_halves
 from tests.helpers import load_experiment
 
 EXPERIMENT = "experiments/debug_cpu.gin"
@@ -106,6 +107,18 @@ def final_params(tag: str, step: int) -> list[np.ndarray]:
     return [np.asarray(x) for x in jax.tree.leaves(restored.state)]
 
 
+def test_the_copy_test_repeats_the_first_half_and_scores_the_same_tokens_in_each_copy():
+    rows = np.arange(2 * 9).reshape(2, 9)  # 9 = T + 1 tokens: an odd row keeps its last token as it was
+    repeated, first, second = repeated_halves(rows)
+    np.testing.assert_array_equal(repeated[:, :4], rows[:, :4])
+    np.testing.assert_array_equal(repeated[:, 4:8], rows[:, :4])
+    np.testing.assert_array_equal(repeated[:, 8], rows[:, 8])
+    # mask[:, t] scores the prediction of token t: tokens 1-3 of each copy (the first of a copy has no clue)
+    np.testing.assert_array_equal(first[0], [0, 1, 1, 1, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(second[0], [0, 0, 0, 0, 0, 1, 1, 1, 0])
+    np.testing.assert_array_equal(repeated[:, 1:4], repeated[:, 5:8])
+
+
 class Stop(Exception):
     pass
 
@@ -121,8 +134,9 @@ def test_run_logs_evals_samples_and_checkpoints(workspace_env):
         assert all(np.isfinite(r[key]) for r in steps), key
     assert steps[0]["valid_tokens"] == 8 * 64
     assert [r["step"] for r in evals] == [0, 3, 6]
-    assert all(np.isfinite(r[k]) for r in evals for k in ("web_bpb", "code_bpb", "val_bpb"))
+    assert all(np.isfinite(r[k]) for r in evals for k in ("web_bpb", "code_bpb", "val_bpb", "copy_gain"))
     assert evals[-1]["val_bpb"] < evals[0]["val_bpb"]
+    assert abs(evals[-1]["copy_gain"]) < 0.5  # six steps grow no induction heads: both copies cost the same
     assert last["step"] == 6 and last["val_bpb"] == evals[-1]["val_bpb"]
     samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
     assert [s["prompt"] for s in samples][0] == "The capital of France is" and samples[0]["step"] == 6

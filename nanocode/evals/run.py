@@ -51,7 +51,7 @@ from nanocode.evals import humaneval
 from nanocode.evals.model_io import generate, make_scorer
 from nanocode.models.engine import Engine
 from nanocode.models.sampling import GREEDY, SamplingParams
-from nanocode.train.finetune import has_valid_tool_call, tool_schemas
+from nanocode.train.finetune import has_valid_tool_call, names_requested_file, tool_schemas
 
 SUITES = ("core", "humaneval", "agentic", "tool_calls")
 HUMANEVAL_REQUEST = "complete this python function:\n\n{prompt}"
@@ -429,11 +429,13 @@ def run_tool_calls(ctx: SuiteContext) -> dict[str, Any]:
                     "fits": reply is not None,
                     "reply": reply_message(codec, reply or []),
                     "valid": valid,
+                    "names_file": None if reply is None else names_requested_file(codec, task.request, reply),
                 }
             )
     write_text(ctx.out_dir / "tool_calls.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     n = len(records)
     valid = sum(r["valid"] for r in records)
+    naming = [r["names_file"] for r in records if r["names_file"] is not None]
     return {
         "metrics": {
             "valid_rate": metric(
@@ -442,6 +444,13 @@ def run_tool_calls(ctx: SuiteContext) -> dict[str, Any]:
                 f"holding a well-formed call of a known tool ({', '.join(schemas)}) with its required arguments "
                 f"(at most {exp.tool_call_max_tokens} new tokens)",
                 n,
+            ),
+            "names_file_rate": metric(
+                sum(naming) / len(naming) if naming else None,
+                "share of the same first replies that name (in the call or the text) a Python file the request names, "
+                "among the requests that name one: the model conditions on the request rather than replaying a "
+                "memorised opening",
+                len(naming),
             ),
             "prompts_too_long": metric(sum(not r["fits"] for r in records), "prompts that did not fit the context"),
         },

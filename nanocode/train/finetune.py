@@ -9,6 +9,7 @@ state) and `has_valid_tool_call` (the tool-call validity check).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -92,6 +93,20 @@ def has_valid_tool_call(codec: ConversationCodec, reply: Sequence[int], schemas:
     if start not in reply:
         return False
     return isinstance(codec.parse_tool_call(reply[reply.index(start) :], schemas), ToolCall)
+
+
+PYTHON_FILE = re.compile(r"[\w./-]*\w\.py\b")
+
+
+def names_requested_file(codec: ConversationCodec, request: str, reply: Sequence[int]) -> bool | None:
+    """Whether a reply (ids after <|assistant_start|>: text and tool call alike) names a Python file that the
+    request names, by base name; None when the request names none. It says the model conditions on the request
+    (copies its names) rather than replaying an opening memorised from training."""
+    files = {path.rsplit("/", 1)[-1] for path in PYTHON_FILE.findall(request)}
+    if not files:
+        return None
+    text = codec.tok.decode(list(reply))
+    return any(f in text for f in files)
 
 
 def greedy_replies(

@@ -33,6 +33,7 @@ from nanocode.train.finetune import (
     first_system_prompt,
     greedy_replies,
     has_valid_tool_call,
+    names_requested_file,
     tool_schemas,
     with_system_prompt,
 )
@@ -128,10 +129,12 @@ class SFTRun(FinetuneRun):
         self.val_batches = [batch for _, batch in zip(range(exp.eval_batches), val)]  # the same at every eval
         if not self.val_batches:
             say(f"sft: the {len(self.test)} held-out conversations fill no eval batch: no validation bpb")
-        prompts = [
-            self.codec.render_prompt(p) for p in tool_prompts(self.test, exp.tool_eval_prompts)
-        ]  # prompts too long to leave room for a reply are left out
-        self.tool_prompts = [p for p in prompts if len(p) + exp.sample_tokens <= exp.seq_len]
+        fitting = [  # prompts too long to leave room for a reply are left out
+            (self.codec.render_prompt(p), p[-1].get("content") or "")
+            for p in tool_prompts(self.test, exp.tool_eval_prompts)
+        ]
+        fitting = [(ids, request) for ids, request in fitting if len(ids) + exp.sample_tokens <= exp.seq_len]
+        self.tool_prompts, self.tool_requests = [ids for ids, _ in fitting], [r for _, r in fitting]
         self.schemas = tool_schemas()
 
     def shard(self, batch):
@@ -155,6 +158,10 @@ class SFTRun(FinetuneRun):
             valid = sum(has_valid_tool_call(self.codec, r, self.schemas) for r in replies)
             record["tool_call_valid"] = valid / len(replies)
             record["tool_call_prompts"] = len(replies)
+            named = [names_requested_file(self.codec, q, r) for q, r in zip(self.tool_requests, replies)]
+            named = [n for n in named if n is not None]
+            if named:  # the share of replies that name the file the request names: conditioning on the request
+                record["names_file"] = sum(named) / len(named)
         return self.log_eval(record)
 
 
