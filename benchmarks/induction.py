@@ -32,10 +32,11 @@ def induction_losses(model, ids: np.ndarray, rows: int = 8, length: int = 48, se
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gin_file", default="experiments/debug_cpu.gin")
+    parser.add_argument("--gin_param", action="append", default=[], help="a gin binding (repeatable)")
     parser.add_argument("--stage", default="pretrain")
     parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     args = parser.parse_args()
-    experiment = load_experiment([args.gin_file])
+    experiment = load_experiment([args.gin_file], args.gin_param)
     loaded = loading.load(experiment.inference_model(), experiment.workspace, stage=args.stage, step=args.step)
     text = open(json.decoder.__file__, encoding="utf-8").read()  # any real text: its tokens are familiar ones
     first, second = induction_losses(loaded.model, np.asarray(loaded.tokenizer.encode(text)))

@@ -25,12 +25,13 @@ from nanocode.models.engine import Engine
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gin_file", default="experiments/debug_cpu.gin")
+    parser.add_argument("--gin_param", action="append", default=[], help="a gin binding (repeatable)")
     parser.add_argument("--stage", default="sft")
     parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     parser.add_argument("--tasks", type=int, default=48)
     args = parser.parse_args()
 
-    experiment = load_experiment([args.gin_file])
+    experiment = load_experiment([args.gin_file], args.gin_param)
     loaded = loading.load(experiment.inference_model(), experiment.workspace, stage=args.stage, step=args.step)
     engine, codec = Engine(loaded.model), ConversationCodec(loaded.tokenizer)
     tasks = RepoTasks(seed=1, templates="heldout", kinds=["fix_bug", "implement"])

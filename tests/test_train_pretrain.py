@@ -19,7 +19,7 @@ from nanocode.core import mesh as mesh_lib
 from nanocode.core.checkpoint import Checkpointer, complete_steps
 from nanocode.core.errors import CheckpointError
 from nanocode.core.workspace import Workspace
-from nanocode.train.pretrain import repeated_halves
+from nanocode.train.pretrain import copy_rows
 from tests.helpers import load_experiment
 
 EXPERIMENT = "experiments/debug_cpu.gin"
@@ -107,16 +107,18 @@ def final_params(tag: str, step: int) -> list[np.ndarray]:
     return [np.asarray(x) for x in jax.tree.leaves(restored.state)]
 
 
-def test_the_copy_test_repeats_the_first_half_and_scores_the_same_tokens_in_each_copy():
-    rows = np.arange(2 * 9).reshape(2, 9)  # 9 = T + 1 tokens: an odd row keeps its last token as it was
-    repeated, first, second = repeated_halves(rows)
-    np.testing.assert_array_equal(repeated[:, :4], rows[:, :4])
-    np.testing.assert_array_equal(repeated[:, 4:8], rows[:, :4])
-    np.testing.assert_array_equal(repeated[:, 8], rows[:, 8])
-    # mask[:, t] scores the prediction of token t: tokens 1-3 of each copy (the first of a copy has no clue)
-    np.testing.assert_array_equal(first[0], [0, 1, 1, 1, 0, 0, 0, 0, 0])
-    np.testing.assert_array_equal(second[0], [0, 0, 0, 0, 0, 1, 1, 1, 0])
-    np.testing.assert_array_equal(repeated[:, 1:4], repeated[:, 5:8])
+def test_the_copy_test_writes_each_span_of_shuffled_tokens_twice_and_scores_the_same_tokens_in_each_copy():
+    rows = np.arange(2 * 11).reshape(2, 11)  # 11 tokens: one pair of 3-token spans (6 tokens), 5 left as they were
+    repeated, first, second = copy_rows(rows, length=3)
+    for row, original in zip(repeated, rows):
+        assert sorted(row[:3]) == sorted(set(row[:3])) and set(row[:3]) <= set(original)  # shuffled, no repeats
+        np.testing.assert_array_equal(row[3:6], row[:3])
+        np.testing.assert_array_equal(row[6:], original[6:])  # after the last whole pair: as it was
+    # mask[:, t] scores the prediction of token t: tokens 2-3 of each copy (the first of a copy has no clue)
+    np.testing.assert_array_equal(first[0], [0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(second[0], [0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0])
+    again, _, _ = copy_rows(rows, length=3)
+    np.testing.assert_array_equal(again, repeated)  # the same test at every eval
 
 
 class Stop(Exception):

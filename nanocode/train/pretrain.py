@@ -142,16 +142,23 @@ def data_spec_fingerprint(loader: PackedLoader, mixture: DataMixture, horizon: i
     return fingerprint({"loader": loader.spec(), "weights": weights})
 
 
-def repeated_halves(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows whose second half repeats the first (the copy test), with the masks of each copy's scored targets; the
-    first token of each copy is not scored (nothing before it predicts it), so both masks cover the same tokens."""
-    n = rows.shape[1]
-    half = n // 2
-    repeated = np.concatenate([rows[:, :half], rows[:, :half], rows[:, 2 * half :]], axis=1)
-    first, second = np.zeros_like(rows, dtype=np.int32), np.zeros_like(rows, dtype=np.int32)
-    first[:, 1:half] = 1
-    second[:, half + 1 : 2 * half] = 1
-    return repeated, first, second
+def copy_rows(rows: np.ndarray, length: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The copy test's rows: each row's tokens shuffled (familiar tokens, but no text predicts them), cut into
+    `length`-token spans, each span written twice; with the masks of the scored targets of the first copies and of
+    the second copies. The first token of a copy is not scored (nothing before it predicts it), so both masks
+    cover the same tokens; tokens after the last whole pair stay as they were, unscored."""
+    rng = np.random.default_rng(seed)
+    out = np.array(rows, copy=True)
+    first, second = np.zeros(rows.shape, np.int32), np.zeros(rows.shape, np.int32)
+    for i, row in enumerate(rows):
+        shuffled = rng.permutation(row)
+        for k in range(rows.shape[1] // (2 * length)):
+            at = 2 * k * length
+            span = shuffled[k * length : (k + 1) * length]
+            out[i, at : at + length] = out[i, at + length : at + 2 * length] = span
+            first[i, at + 1 : at + length] = 1
+            second[i, at + length + 1 : at + 2 * length] = 1
+    return out, first, second
 
 
 # ---------------------------------------------------------------------------------------------------- the run
@@ -232,10 +239,10 @@ class PretrainRun(StageRun):
         return self.log_eval(record, "eval")
 
     def copy_gain(self, state, rows: np.ndarray) -> float:
-        """Bits per byte the model saves on the second copy of a repeated text over the first: about 0 until it
-        has induction heads (it cannot copy from its context), then a phase change to most of the first copy's.
-        Copying is what later lets an agent put the file a request names into its tool call."""
-        repeated, first, second = repeated_halves(rows)
+        """Bits per byte the model saves on the second copy of a span of shuffled validation tokens over the first:
+        about 0 until it has induction heads (it cannot copy from its context), then a phase change to most of the
+        first copy's. Copying is what later lets an agent put the file a request names into its tool call."""
+        repeated, first, second = copy_rows(rows)
         bpb = [
             evaluate_bpb(self.bpb_step, state.params, state.rest, [self.shard_masked(repeated, mask)])
             for mask in (first, second)
