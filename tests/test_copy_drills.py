@@ -43,13 +43,14 @@ def test_bad_ranges_are_refused_with_the_source_name():
         CopyDrills(words_per_line=(5, 4))
 
 
-def test_the_copy_experiment_mixes_drills_into_the_debug_run(gin_clean):
+def test_the_copy_experiment_drills_for_two_thirds_of_the_run_then_mixes_in_natural_text(gin_clean):
     from nanocode.cli.experiment import load
 
     experiment = load(["experiments/debug_copy_cpu.gin"])
     sources = experiment.data.sources
     assert isinstance(sources["copy"], CopyDrills)
-    assert experiment.data.weights_at(0, horizon=1500) == {"web": 0.08, "code": 0.02, "copy": 0.9}
+    assert experiment.data.weights_at(1004, horizon=1500) == {"web": 0.08, "code": 0.02, "copy": 0.9}
+    assert experiment.data.weights_at(1005, horizon=1500) == {"web": 0.72, "code": 0.18, "copy": 0.1}
     assert experiment.data.weights_at(0) == {"web": 0.08, "code": 0.02, "copy": 0.0}  # the tokenizer's sample
     assert gin.query_parameter("Pretraining.num_steps") == 1500
 

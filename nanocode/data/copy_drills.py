@@ -139,6 +139,6 @@ class WithDrills(WeightedMixture):
     def weights_at(self, step: int, horizon: int | None = None) -> dict[str, float]:
         if horizon is None:  # the tokenizer's sample: natural text only
             return {**self._weights, self.drills: 0.0}
-        if self._then is not None and step >= self.switch_at * horizon:
+        if self._then is not None and step >= round(self.switch_at * horizon):  # 0.67 x 1500 is 1005.0000000000001
             return dict(self._then)
         return dict(self._weights)
