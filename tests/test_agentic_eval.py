@@ -7,6 +7,7 @@ import pytest
 from nanocode.agents.eval_suite import AgenticEval, AgenticResult, TaskOutcome
 from nanocode.agents.policy import ReadOnlyPolicy
 from nanocode.agents.tasks import EVAL_TEMPLATES, TRAIN_TEMPLATES, RepoTasks
+from nanocode.agents.tasks.base import AnswerCheck
 from nanocode.agents.tasks.bugs import EVAL_BUGS, TRAIN_BUGS
 from nanocode.agents.tasks.functions import TRAIN_FAMILIES
 from nanocode.agents.tasks.heldout_functions import EVAL_FAMILIES
@@ -36,10 +37,14 @@ def test_eval_and_training_templates_are_disjoint():
     assert {t.template for t in RepoTasks(seed=1, templates="heldout").tasks(N)} == set(EVAL_TEMPLATES)
 
 
-def test_every_eval_task_needs_an_edit():
-    assert {t.kind for t in EVAL_TEMPLATES.values()} <= {"fix_bug", "implement", "rename"}
+def test_every_eval_task_needs_an_edit_or_an_answer_only_a_search_finds():
+    assert {t.kind for t in EVAL_TEMPLATES.values()} == {"fix_bug", "implement", "rename", "locate"}
     for task in RepoTasks(seed=1, templates="heldout").tasks(N):
-        assert any(s.tool == "Edit" for s in task.solution.steps)
+        if task.kind == "locate":
+            assert isinstance(task.check, AnswerCheck) and any(s.tool == "Grep" for s in task.solution.steps)
+            assert task.check.path not in task.request  # the answer is not in the question
+        else:
+            assert any(s.tool == "Edit" for s in task.solution.steps)
 
 
 def test_registered():
@@ -53,7 +58,7 @@ def test_oracle_passes_everything(suite, tmp_path):
     assert m["tasks"] == N and m["success_rate"] == 1.0
     assert m["valid_tool_call_rate"] == 1.0 and m["violations_per_task"] == 0.0 and m["budget_exhausted"] == 0
     assert m["mean_steps"] == sum(len(t.solution.steps) + 1 for t in suite.tasks()) / N
-    assert set(m["success_by_kind"]) == {"fix_bug", "implement", "rename"}
+    assert set(m["success_by_kind"]) == {"fix_bug", "implement", "rename", "locate"}
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["task_id"] for r in lines] == [t.id for t in suite.tasks()]
     assert all(r["success"] and r["policy"] == "oracle" and r["messages"][0]["role"] == "system" for r in lines)

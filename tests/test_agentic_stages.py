@@ -31,9 +31,9 @@ def test_wilson_interval_by_hand():
     }
 
 
-def test_the_held_out_suite_has_33_tasks_over_11_families_never_trained_on():
-    tasks = RepoTasks(seed=0, templates="heldout").tasks(33)
-    assert len(EVAL_TEMPLATES) == 11 and len({t.id for t in tasks}) == 33
+def test_the_held_out_suite_has_36_tasks_over_12_templates_never_trained_on():
+    tasks = RepoTasks(seed=0, templates="heldout").tasks(36)
+    assert len(EVAL_TEMPLATES) == 12 and len({t.id for t in tasks}) == 36
     assert {t.template for t in tasks} == set(EVAL_TEMPLATES)
     assert all(sum(t.template == name for t in tasks) == 3 for name in EVAL_TEMPLATES)
 

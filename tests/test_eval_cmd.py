@@ -226,7 +226,7 @@ def test_shipped_eval_gin_files_build(gin_clean):
     assert list(flagship.eval.suites) == ["core", "humaneval", "agentic", "tool_calls"]
     assert flagship.eval.stage == "latest" and flagship.eval.core_max_per_task == -1
     debug = load_experiment(["experiments/debug_cpu.gin"])
-    assert debug.eval.agentic_tasks == 33 and debug.eval.max_len is None
+    assert debug.eval.agentic_tasks == 36 and debug.eval.max_len is None
     assert list(debug.eval.agentic_stages) == ["sft", "align", "rl"]
     assert debug.eval.model_config.sequence_len == 2048 == debug.inference_model().model_config.sequence_len
     assert debug.eval.system == debug.system_prompt == debug.sft.system_prompt

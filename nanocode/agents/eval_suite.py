@@ -1,8 +1,11 @@
 """The agentic eval: held-out repository tasks, each run by a policy in a fresh sandbox with a step budget.
 
 The tasks come from EVAL_TEMPLATES (`RepoTasks(templates="heldout")`): the same kinds as training (fix a bug,
-implement a stub, rename across files) built from function families and bugs that no training task uses, and every
-one needs a change to the repository, so a policy that only reads passes none. Each task runs through
+implement a stub, rename across files, locate a definition) built from function families and bugs that no training
+task uses. The first three need a change to the repository; locate needs a final answer naming the definition's
+file:line, which only a search of the repository finds; so a policy that only reads and stops passes none. Locate
+is the suite's first rung: it asks only to copy a name into a search and the location out of its result, the
+skill a small model learns first, and success is reported per kind, so it never hides the others. Each task runs through
 `rollouts.run_episode`: the real tools, a fresh workspace, commands contained by the sandbox (namespaces on by
 default: the policy is untrusted), until the policy ends its turn or `max_steps` assistant messages are used.
 

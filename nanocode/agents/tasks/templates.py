@@ -266,6 +266,7 @@ EVAL_TEMPLATES: dict[str, TaskTemplate] = _templates(
     *((f"fix_bug:{key}", fix_bug(bug, EVAL_FAMILIES)) for key, bug in EVAL_BUGS.items()),
     *((f"implement:{key}", implement(key, EVAL_FAMILIES)) for key in EVAL_FAMILIES),
     ("rename:constant", rename_constant(EVAL_FAMILIES)),
+    ("locate:heldout", locate(EVAL_FAMILIES)),
 )
 # How often each kind is drawn for training (the eval cycles through its templates evenly).
 TRAIN_KIND_WEIGHTS: dict[str, float] = {"fix_bug": 0.4, "implement": 0.25, "rename": 0.15, "locate": 0.2}
