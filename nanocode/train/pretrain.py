@@ -242,7 +242,7 @@ class PretrainRun(StageRun):
         """Bits per byte the model saves on the second copy of a span of shuffled validation tokens over the first:
         about 0 until it has induction heads (it cannot copy from its context), then a phase change to most of the
         first copy's. Copying is what later lets an agent put the file a request names into its tool call."""
-        repeated, first, second = copy_rows(rows)
+        repeated, first, second = copy_rows(rows, length=min(48, rows.shape[1] // 2))  # short rows: one pair
         bpb = [
             evaluate_bpb(self.bpb_step, state.params, state.rest, [self.shard_masked(repeated, mask)])
             for mask in (first, second)
