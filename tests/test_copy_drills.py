@@ -77,3 +77,12 @@ def test_a_two_phase_mix_switches_from_drills_to_natural_text_at_its_fraction_of
         WithDrills({"copy": drills, "web": web}, {"copy": 0.9, "web": 0.1}, then={"copy": 1.0})
     with pytest.raises(ConfigError, match="unknown"):
         WithDrills({"copy": drills, "web": web}, {"copy": 0.9, "web": 0.1}, then={"code": 1.0})
+
+
+def test_vocab_size_draws_every_word_from_the_most_frequent_identifiers(tmp_path):
+    source = CopyDrills(directory=str(tmp_path), count=20, vocab_size=50)
+    source.prepare(progress=False)
+    words = {w for doc in texts(source, "train") + texts(source, "val") for w in doc.split()}
+    assert 20 < len(words) <= 50 and {"self", "return"} <= words  # the most common words of Python sources
+    with pytest.raises(DataError, match="copy_drills: vocab_size"):
+        CopyDrills(vocab_size=1)
