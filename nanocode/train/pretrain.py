@@ -218,6 +218,16 @@ class PretrainRun(StageRun):
         for name, batches in self.val_batches.items():
             if not batches:
                 say(f"pretrain: warning: source {name!r} has too little validation text for one batch; no {name}_bpb")
+        # copy_gain: bits per byte the model saves on the second copy of a span of shuffled validation tokens over
+        # the first. About 0 until it has induction heads (it cannot copy from its context), then a phase change to
+        # most of the first copy's; copying is what later lets an agent put a request's file name into its call.
+        rows = next((b[0] for b in self.val_batches.values() if b), None)
+        self.copy_batches = []
+        if rows is not None:
+            repeated, first, second = copy_rows(rows, length=min(48, rows.shape[1] // 2))  # short rows: one pair
+            self.copy_batches = [
+                mesh_lib.shard_batch({"tokens": repeated, "mask": mask}, mesh, rules) for mask in (first, second)
+            ]
 
     def announce(self, peak_desc: str) -> str:
         return f"pretrain: MFU against {peak_desc}"  # the plan already said the steps and their sizes
@@ -233,24 +243,10 @@ class PretrainRun(StageRun):
                 record[f"{name}_bpb"] = evaluate_bpb(self.bpb_step, state.params, state.rest, map(self.shard, batches))
         values = [v for k, v in record.items() if k.endswith("_bpb")]
         record["val_bpb"] = float(np.mean(values)) if values else float("nan")
-        first = next((b[0] for b in self.val_batches.values() if b), None)
-        if first is not None:
-            record["copy_gain"] = self.copy_gain(state, first)
+        if self.copy_batches:
+            first, second = (evaluate_bpb(self.bpb_step, state.params, state.rest, [b]) for b in self.copy_batches)
+            record["copy_gain"] = first - second
         return self.log_eval(record, "eval")
-
-    def copy_gain(self, state, rows: np.ndarray) -> float:
-        """Bits per byte the model saves on the second copy of a span of shuffled validation tokens over the first:
-        about 0 until it has induction heads (it cannot copy from its context), then a phase change to most of the
-        first copy's. Copying is what later lets an agent put the file a request names into its tool call."""
-        repeated, first, second = copy_rows(rows, length=min(48, rows.shape[1] // 2))  # short rows: one pair
-        bpb = [
-            evaluate_bpb(self.bpb_step, state.params, state.rest, [self.shard_masked(repeated, mask)])
-            for mask in (first, second)
-        ]
-        return bpb[0] - bpb[1]
-
-    def shard_masked(self, rows: np.ndarray, mask: np.ndarray) -> dict[str, jax.Array]:
-        return mesh_lib.shard_batch({"tokens": rows, "mask": mask}, self.mesh, self.rules)
 
     def sample(self, step: int, state) -> None:
         texts = greedy_complete(
