@@ -5,7 +5,7 @@ import pytest
 
 from nanocode.core.errors import ConfigError, DataError
 from nanocode.data import parquet
-from nanocode.data.copy_drills import CopyDrills, WithDrills
+from nanocode.data.copy_drills import FORMS, CopyDrills, WithDrills
 
 
 def texts(source, split):
@@ -86,3 +86,33 @@ def test_vocab_size_draws_every_word_from_the_most_frequent_identifiers(tmp_path
     assert 20 < len(words) <= 50 and {"self", "return"} <= words  # the most common words of Python sources
     with pytest.raises(DataError, match="copy_drills: vocab_size"):
         CopyDrills(vocab_size=1)
+
+
+def unform(line: str) -> list[str]:
+    """The words of a drill line in any of FORMS."""
+    for mark in ("def ", "(", ";", "`", '"', ",", ".py"):
+        line = line.replace(mark, " ")
+    return line.split()
+
+
+def test_forms_write_the_copies_of_a_line_around_other_characters(tmp_path):
+    source = CopyDrills(directory=str(tmp_path), count=30, doc_chars=800, forms=tuple(FORMS))
+    source.prepare(progress=False)
+    assert source.params()["forms"] == list(FORMS)
+    seen, differing = set(), 0
+    for doc in texts(source, "train") + texts(source, "val"):
+        lines = doc.split("\n")
+        for form, render in FORMS.items():
+            seen |= {form for line in lines if line == render(unform(line))}
+        words = [unform(line) for line in lines]
+        groups = [1]
+        for previous, current, line, before in zip(words, words[1:], lines[1:], lines):
+            if current == previous:  # another copy of the same words
+                groups[-1] += 1
+                differing += line != before
+            else:
+                groups.append(1)
+        assert all(g in (2, 3) for g in groups), groups
+    assert seen == set(FORMS) and differing > 50  # copies mostly change form
+    with pytest.raises(DataError, match="copy_drills: forms must name some of plain"):
+        CopyDrills(forms=("plain", "yaml"))

@@ -6,6 +6,11 @@ on repeats falls only once the model has induction heads: the mechanism an agent
 request into its tool call. Natural text at the debug scale does not grow them (benchmarks/sft_conditioning_results.md);
 a copy-heavy mix does.
 
+With `forms`, each copy of a line is written in a surface form drawn from `forms` (FORMS: plain words, `backticked`,
+"quoted", paths, calls). A BPE tokenizer splits a word differently after a space, a backtick or a quote (`min` +
+`utes` in "`minutes_share`", ` min` + `utes` in "def minutes_share("), so an agent that copies the name from a
+request into a tool call copies across token boundaries, which identical repeats never practise.
+
 Built like the embedded corpus (same shards, manifest and validation split), deterministic for a seed.
 """
 
@@ -15,7 +20,7 @@ import collections
 import functools
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from nanocode.core.errors import ConfigError, DataError
@@ -25,6 +30,15 @@ from nanocode.data.embedded import EmbeddedSource, stdlib_files
 from nanocode.data.mixture import WeightedMixture, check_weights
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
+
+# How a copy of a line writes its words: each puts other characters before a word, so its first token differs.
+FORMS: dict[str, Callable[[Sequence[str]], str]] = {
+    "plain": lambda words: " ".join(words),
+    "backticks": lambda words: " ".join(f"`{w}`" for w in words),
+    "quoted": lambda words: ", ".join(f'"{w}"' for w in words),
+    "paths": lambda words: " ".join(f"{w}.py" for w in words),
+    "calls": lambda words: "; ".join(f"def {w}(" for w in words),
+}
 
 
 @functools.lru_cache(maxsize=4)
@@ -61,6 +75,7 @@ class CopyDrills(EmbeddedSource):
         repeats: tuple[int, int] = (2, 3),
         vocab_files: int = 200,
         vocab_size: int | None = None,
+        forms: Sequence[str] = ("plain",),
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -73,7 +88,11 @@ class CopyDrills(EmbeddedSource):
             raise DataError(f"{self.name}: repeats must be a range within [2, ...), got {repeats}")
         if vocab_size is not None and vocab_size < 2:
             raise DataError(f"{self.name}: vocab_size must be at least 2 words, got {vocab_size}")
+        unknown = [f for f in forms if f not in FORMS]
+        if not forms or unknown:
+            raise DataError(f"{self.name}: forms must name some of {', '.join(FORMS)}; got {list(forms)}")
         self.count, self.doc_chars, self.vocab_files, self.vocab_size = count, doc_chars, vocab_files, vocab_size
+        self.forms = tuple(forms)
         self.words_per_line, self.repeats = tuple(words_per_line), tuple(repeats)
 
     def params(self) -> dict:
@@ -85,6 +104,8 @@ class CopyDrills(EmbeddedSource):
             "repeats": list(self.repeats),
             "vocab_files": self.vocab_files,
             "vocab_size": self.vocab_size,
+            # only when set, so shards built before forms existed stay valid
+            **({"forms": list(self.forms)} if self.forms != ("plain",) else {}),
         }
 
     def keys(self) -> list[str]:
@@ -98,10 +119,12 @@ class CopyDrills(EmbeddedSource):
         lines: list[str] = []
         chars = 0
         while chars < self.doc_chars:
-            line = " ".join(rng.choice(vocab) for _ in range(rng.randint(*self.words_per_line)))
-            times = rng.randint(*self.repeats)
-            lines += [line] * times
-            chars += (len(line) + 1) * times
+            words = [rng.choice(vocab) for _ in range(rng.randint(*self.words_per_line))]
+            for _ in range(rng.randint(*self.repeats)):
+                # one form: no draw, so plain drills stay the ones built before forms existed
+                line = FORMS[self.forms[0] if len(self.forms) == 1 else rng.choice(self.forms)](words)
+                lines.append(line)
+                chars += len(line) + 1
         return "\n".join(lines)
 
 
