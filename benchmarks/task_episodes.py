@@ -1,0 +1,56 @@
+"""Greedy agent episodes of a trained checkpoint on repo tasks of chosen kinds: how many succeed, how each ended,
+and the first episodes' messages (what the model actually called).
+
+    NANOCODE_BASE_DIR=<a workspace with a trained run> .venv/bin/python benchmarks/task_episodes.py \
+        --gin_file experiments/debug_copy_d6.gin --stage sft --templates heldout --kinds locate --tasks 12
+
+Prints the counts; results and their commands are kept in benchmarks/sft_conditioning_results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+
+from nanocode.agents import loading
+from nanocode.agents.model_policy import ModelPolicy
+from nanocode.agents.rollouts import run_episode
+from nanocode.agents.tasks import RepoTasks
+from nanocode.cli.experiment import load as load_experiment
+from nanocode.data.conversation import ConversationCodec
+from nanocode.models.engine import Engine
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gin_file", default="experiments/debug_cpu.gin")
+    parser.add_argument("--gin_param", action="append", default=[], help="a gin binding (repeatable)")
+    parser.add_argument("--stage", default="sft")
+    parser.add_argument("--templates", default="heldout", choices=["train", "heldout"])
+    parser.add_argument("--kinds", default="locate", help="comma-separated task kinds")
+    parser.add_argument("--tasks", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--max_steps", type=int, default=4, help="model replies per episode (the debug eval's)")
+    parser.add_argument("--max_tokens", type=int, default=96, help="tokens per reply (the debug eval's)")
+    parser.add_argument("--show", type=int, default=2, help="print the messages of this many episodes")
+    args = parser.parse_args()
+
+    experiment = load_experiment([args.gin_file], args.gin_param)
+    loaded = loading.load(experiment.inference_model(), experiment.workspace, stage=args.stage)
+    engine, codec = Engine(loaded.model), ConversationCodec(loaded.tokenizer)
+    tasks = RepoTasks(seed=args.seed, templates=args.templates, kinds=args.kinds.split(",")).tasks(args.tasks)
+    wins, endings = 0, collections.Counter()
+    for i, task in enumerate(tasks):
+        policy = ModelPolicy(engine, codec, max_new_tokens=args.max_tokens)
+        episode = run_episode(task, policy, max_steps=args.max_steps, system=experiment.system_prompt)
+        wins += episode.check.passed
+        endings[episode.stop_reason] += 1
+        print(f"{i:3d} {task.template:24s} {'ok' if episode.check.passed else '--'} {episode.stop_reason}", flush=True)
+        for message in episode.messages[1:] if i < args.show else []:
+            print("     ", json.dumps(message)[:300])
+    print(f"{args.stage} {args.templates} {args.kinds}: {wins}/{len(tasks)} succeed; endings {dict(endings)}")
+
+
+if __name__ == "__main__":
+    main()
