@@ -1,8 +1,8 @@
 #!/bin/bash
 # experiments/debug_copy_d6.gin on one GPU within a fixed wall-clock budget: pretrain, SFT, the SFT model's
-# agentic + tool-call evals, then GRPO on locate tasks from the SFT model and its agentic eval. The tokenizer, data
-# shards and agentic SFT data are built on the CPU beforehand and carried in $NANOCODE_BASE_DIR (a GPU machine has no
-# network and its CPUs are better spent elsewhere):
+# agentic + tool-call evals, then GRPO on locate tasks from the SFT model and its agentic eval. The tokenizer and the
+# agentic SFT data are built on the CPU beforehand and carried in $NANOCODE_BASE_DIR (a GPU machine has no network);
+# the pretraining shards are rebuilt there, because the embedded corpus is the running Python's standard library:
 #   NANOCODE_BASE_DIR=.scratch/gpuws; for c in data tok-train "synth tasks"; do nanocode $c --gin_file G; done
 # then, on the GPU machine (device tool: carry .whl and .scratch/gpuws):
 #   BUDGET=420 bash benchmarks/gpu_copy_d6.sh [extra --gin_param bindings...]
@@ -36,8 +36,10 @@ stage() {  # stage NAME SECONDS nanocode-args...: run with the smaller of SECOND
 }
 
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
-stage pretrain 200 pretrain --quiet || exit 1
-stage sft 90 sft --quiet || exit 1
+stage data 60 data || exit 1
+# Training stages resume, so a rerun on the same machine continues where a budget stopped the last one.
+stage pretrain 200 pretrain --resume --quiet || exit 1
+stage sft 120 sft --resume --quiet || exit 1
 stage eval_sft 100 eval --stage sft --suite agentic --suite tool_calls --quiet
-stage rl 90 rl --quiet --gin_param "RLTraining.init_from='sft'" --gin_param "rl/repo_tasks.kinds=['locate']" || exit 1
+stage rl 90 rl --resume --quiet --gin_param "RLTraining.init_from='sft'" --gin_param "rl/repo_tasks.kinds=['locate']" || exit 1
 stage eval_rl 100 eval --stage rl --suite agentic --quiet

@@ -24,7 +24,8 @@ from tests.hub_fixture import build_hub
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.name for p in (REPO / "experiments").glob("*.gin"))
-OFFLINE = ("debug_cpu.gin", "debug_copy_cpu.gin")  # built by `nanocode synth tasks`, without a teacher
+# Built by `nanocode synth tasks`, without a teacher.
+OFFLINE = ("debug_cpu.gin", "debug_copy_cpu.gin", "debug_copy_d6.gin")
 FLAGSHIPS = ["d12_gpu.gin", "d20_tpu_v6e8.gin", "d24_tpu_v6e8.gin"]
 # nanocode's per-chip batch sizes x chips (README / speedrun scripts): (pretrain rows, SFT rows, DPO pairs)
 NANOCODE_BATCHES = {
