@@ -14,26 +14,19 @@ import collections
 import json
 import re
 
-from nanocode.agents import loading
+from common import add_checkpoint_args, load_checkpoint
+
 from nanocode.agents.model_policy import ModelPolicy
 from nanocode.agents.tasks import RepoTasks
-from nanocode.cli.experiment import load as load_experiment
-from nanocode.data.conversation import ConversationCodec
-from nanocode.models.engine import Engine
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gin_file", default="experiments/debug_cpu.gin")
-    parser.add_argument("--gin_param", action="append", default=[], help="a gin binding (repeatable)")
-    parser.add_argument("--stage", default="sft")
-    parser.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    add_checkpoint_args(parser)
     parser.add_argument("--tasks", type=int, default=48)
     args = parser.parse_args()
 
-    experiment = load_experiment([args.gin_file], args.gin_param)
-    loaded = loading.load(experiment.inference_model(), experiment.workspace, stage=args.stage, step=args.step)
-    engine, codec = Engine(loaded.model), ConversationCodec(loaded.tokenizer)
+    experiment, loaded, engine, codec = load_checkpoint(args)
     tasks = RepoTasks(seed=1, templates="heldout", kinds=["fix_bug", "implement"])
     named, hits, first_tools = 0, 0, collections.Counter()
     for i in range(args.tasks):

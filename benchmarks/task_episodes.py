@@ -13,20 +13,16 @@ import argparse
 import collections
 import json
 
-from nanocode.agents import loading
+from common import add_checkpoint_args, load_checkpoint
+
 from nanocode.agents.model_policy import ModelPolicy
 from nanocode.agents.rollouts import run_episode
 from nanocode.agents.tasks import RepoTasks
-from nanocode.cli.experiment import load as load_experiment
-from nanocode.data.conversation import ConversationCodec
-from nanocode.models.engine import Engine
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gin_file", default="experiments/debug_cpu.gin")
-    parser.add_argument("--gin_param", action="append", default=[], help="a gin binding (repeatable)")
-    parser.add_argument("--stage", default="sft")
+    add_checkpoint_args(parser)
     parser.add_argument("--templates", default="heldout", choices=["train", "heldout"])
     parser.add_argument("--kinds", default="locate", help="comma-separated task kinds")
     parser.add_argument("--tasks", type=int, default=12)
@@ -36,9 +32,7 @@ def main() -> None:
     parser.add_argument("--show", type=int, default=2, help="print the messages of this many episodes")
     args = parser.parse_args()
 
-    experiment = load_experiment([args.gin_file], args.gin_param)
-    loaded = loading.load(experiment.inference_model(), experiment.workspace, stage=args.stage)
-    engine, codec = Engine(loaded.model), ConversationCodec(loaded.tokenizer)
+    experiment, _, engine, codec = load_checkpoint(args)
     tasks = RepoTasks(seed=args.seed, templates=args.templates, kinds=args.kinds.split(",")).tasks(args.tasks)
     wins, endings = 0, collections.Counter()
     for i, task in enumerate(tasks):
