@@ -30,7 +30,7 @@ stage() {  # stage NAME SECONDS nanocode-args...: run with the smaller of SECOND
     timeout --kill-after=5 "$left" python3 -m nanocode.cli.main "$@" "${G[@]}" > "$OUT/$name.log" 2>&1
     local rc=$?
     echo "== $name: rc $rc in $(( $(date +%s) - t0 ))s"; tail -n 4 "$OUT/$name.log"
-    [ -f "$TAG/eval/results.json" ] && cp "$TAG/eval/results.json" "$OUT/$name.results.json"
+    [[ $name == eval* && -f $TAG/eval/results.json ]] && cp "$TAG/eval/results.json" "$OUT/$name.results.json"
     tar czf "$OUT/workspace.tgz" -C "$NANOCODE_BASE_DIR" --exclude=checkpoints --exclude='*.parquet' debug_copy_d6 2>/dev/null
     return $rc
 }

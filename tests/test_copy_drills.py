@@ -114,5 +114,6 @@ def test_forms_write_the_copies_of_a_line_around_other_characters(tmp_path):
                 groups.append(1)
         assert all(g in (2, 3) for g in groups), groups
     assert seen == set(FORMS) and differing > 50  # copies mostly change form
+    assert "forms" not in CopyDrills().params()  # plain drills keep the manifests built before forms existed
     with pytest.raises(DataError, match="copy_drills: forms must name some of plain"):
         CopyDrills(forms=("plain", "yaml"))
