@@ -80,6 +80,27 @@ def test_kinds_filter_and_errors():
         RepoTasks().task(0, template="fix_bug:exclusive_bound")  # a held-out template is not in the train set
 
 
+def test_locate_answers_from_its_grep_and_describes_only_what_it_read():
+    """A locate script greps for the `def` line and answers with path:line; it says what the function does only
+    when it read the function (mostly it does not: a locate that reads on looks like a fix's start to a small
+    model). Its grep says the match is the answer, and a fix's grep says it will read on, so the two differ."""
+    tasks = RepoTasks(seed=2, kinds=["locate"]).tasks(40)
+    reads = 0
+    for t in tasks:
+        tools = [s.tool for s in t.solution.steps]
+        assert tools in (["Grep"], ["Grep", "Read"])
+        assert f"{t.facts['module_path']}:{t.facts['line']}" in t.solution.final
+        assert t.facts["function"] in t.solution.steps[0].say
+        described = len(t.solution.final) > len(t.facts["module_path"]) + len(t.facts["function"]) + 40
+        assert described == (tools == ["Grep", "Read"]), t.solution.final
+        reads += tools == ["Grep", "Read"]
+    assert 0 < reads < len(tasks) / 2
+    fixes = RepoTasks(seed=2, kinds=["fix_bug"]).tasks(40)
+    locate_says = {t.solution.steps[0].say.replace(t.facts["function"], "F") for t in tasks}
+    fix_says = {s.say.replace(f.facts["function"], "F") for f in fixes for s in f.solution.steps if s.tool == "Grep"}
+    assert fix_says and not locate_says & fix_says
+
+
 def _fails_before(task) -> bool:
     with task_workspace(task) as root, open_sandbox(root, timeout_s=20, isolate=False) as box:
         return not run_check(task, [], box).passed

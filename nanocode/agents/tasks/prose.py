@@ -45,10 +45,10 @@ RUN_TESTS_FIRST = (
     "i'll start by running `{cmd}` to see the failure.",
     "first, running the tests to reproduce it.",
 )
-GREP_DEF = (
-    "i'll find where `{fn}` is defined.",
-    "let me grep for the definition of `{fn}`.",
-    "searching for `def {fn}` to find the right file.",
+GREP_DEF = (  # says why (to read it next), so a fix's grep does not read like a locate's
+    "i'll find which file has `{fn}` so i can read it.",
+    "let me grep for `def {fn}` before reading the code.",
+    "searching for `def {fn}` to find the file to fix.",
 )
 READ_AFTER_FAILURE = (
     "the traceback points at `{fn}`, so i'll read {path}.",
@@ -145,16 +145,21 @@ RENAME_FINALS_UNVERIFIED = (
     "done: `{old}` is now `{new}` in {files}.",
 )
 
-GREP_DEFINITION = (
-    "i'll grep for the definition.",
-    "searching for `def {fn}`.",
-    "let me find it with a grep for its `def` line.",
+GREP_DEFINITION = (  # says that the match is the answer: the turn after it answers, it does not read on
+    "i'll grep for `def {fn}`: the match gives the file and line to answer with.",
+    "searching for `def {fn}` — its file and line are the answer.",
+    "a grep for the `def {fn}` line will show exactly where it is.",
 )
 READ_DEFINITION = (
-    "let me read it to see what it does.",
-    "reading the function to describe it properly.",
+    "found it. let me read it too, to say what it does.",
+    "that's the place; reading the function to describe it properly.",
 )
-LOCATE_FINALS = (
+LOCATE_FINALS = (  # from the grep alone: where, and nothing about what it does (not read)
+    "`{fn}` is defined at `{path}:{line}`.",
+    "it's at `{path}:{line}`.",
+    "`{path}:{line}` — that's where `{fn}` is defined.",
+)
+LOCATE_FINALS_DESCRIBED = (  # after reading it
     "`{fn}` is defined in `{path}:{line}` — {how}.",
     "it's at `{path}:{line}`. {how}.",
     "`{path}:{line}` — that's `{fn}`; {how}.",

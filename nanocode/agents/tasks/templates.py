@@ -238,14 +238,18 @@ def locate(pool: dict[str, Family]) -> Callable[[random.Random, Domain], Built]:
         names = _names(repo, fn=fn, path=repo.module_path, line=line, how=subst(target.how, d))
         b = ScriptBuilder(repo.files)
         b.grep(pick(rng, prose.GREP_DEFINITION, **names), rf"def {fn}\(", expect=f"{repo.module_path}:{line}:")
-        if rng.random() < 0.4:
+        # Mostly grep-then-answer; a read (to say what it does) only sometimes, since a locate that reads on looks
+        # like the start of a fix to a small model.
+        finals = prose.LOCATE_FINALS
+        if rng.random() < 0.25:
             length = target.source(d).count("\n")
             b.read(pick(rng, prose.READ_DEFINITION), repo.module_path, offset=line - 1, limit=length)
+            finals = prose.LOCATE_FINALS_DESCRIBED
         return Built(
             repo,
             pick(rng, prose.LOCATE_REQUESTS, **names),
             AnswerCheck(repo.module_path, line),
-            b.script(pick(rng, prose.LOCATE_FINALS, **names)),
+            b.script(pick(rng, finals, **names)),
             _facts(repo, function=fn, line=line),
         )
 
