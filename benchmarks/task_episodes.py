@@ -61,5 +61,6 @@ def main() -> None:
         f"{solved}/{len(tasks)} tasks solved, {wins}/{episodes} episodes succeed; endings {dict(endings)}"
     )
 
+
 if __name__ == "__main__":
     main()

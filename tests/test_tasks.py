@@ -3,6 +3,7 @@ SOUL-breaking variants."""
 
 import builtins
 import random
+import re
 import sys
 
 import pytest
@@ -20,7 +21,9 @@ from nanocode.agents.tasks import (
     task_workspace,
     variant,
 )
+from nanocode.agents.tasks.heldout_functions import EVAL_FAMILIES
 from nanocode.agents.tasks.script import unique_span
+from nanocode.agents.tasks.templates import FRESH_WORDS
 from nanocode.agents.tasks.vocab import DOMAINS, varied_domain
 from nanocode.core.errors import ConfigError
 from nanocode.core.kinds import TASK_GENERATORS
@@ -99,6 +102,24 @@ def test_locate_answers_from_its_grep_and_describes_only_what_it_read():
     locate_says = {t.solution.steps[0].say.replace(t.facts["function"], "F") for t in tasks}
     fix_says = {s.say.replace(f.facts["function"], "F") for f in fixes for s in f.solution.steps if s.tool == "Grep"}
     assert fix_says and not locate_says & fix_says
+
+
+def test_training_locate_renames_its_target_to_fresh_names_that_no_heldout_family_starts():
+    """Most training locate targets get a fresh name (in every file, so the repository's tests still pass), which a
+    model cannot recall from the families' name shapes; no fresh name starts like a held-out family or alias."""
+    tasks = RepoTasks(seed=3, kinds=["locate"]).tasks(24)
+    fresh = [t for t in tasks if t.facts["function"] != t.facts["family_name"]]
+    assert len(tasks) / 2 < len(fresh) < len(tasks)
+    for t in fresh[:3]:
+        assert sum(f"def {t.facts['function']}(" in text for text in t.files.values()) == 1
+        assert not any(re.search(rf"\b{t.facts['family_name']}\b", text) for text in t.files.values())
+        with task_workspace(t) as root, open_sandbox(root, timeout_s=20, isolate=False) as box:
+            assert box.run(f"python {t.facts['test_path']}").exit_code == 0
+    heldout_starts = {re.split(r"[_$]", n.strip("$"))[0] for f in EVAL_FAMILIES.values() for n in (f.name, *f.aliases)}
+    assert {"median", "top", "tally"} <= heldout_starts
+    assert len(FRESH_WORDS) > 400 and not heldout_starts & set(FRESH_WORDS)
+    assert not {t.facts["function"].split("_")[0] for t in fresh} & heldout_starts
+    assert {t.template for t in RepoTasks(seed=3, templates="heldout", kinds=["locate"]).tasks(6)} == {"locate:heldout"}
 
 
 def _fails_before(task) -> bool:

@@ -27,7 +27,16 @@ from nanocode.agents.tasks.heldout_functions import EVAL_FAMILIES
 from nanocode.agents.tasks.prose import pick
 from nanocode.agents.tasks.repo import Repo, build_repo, statement
 from nanocode.agents.tasks.script import ScriptBuilder
-from nanocode.agents.tasks.vocab import Domain
+from nanocode.agents.tasks.vocab import (
+    ENTITIES,
+    FRESH_PREFIXES,
+    LABEL_FIELDS,
+    MODULE_NAMES,
+    NUM_FIELDS,
+    REPO_NAMES,
+    WORDS,
+    Domain,
+)
 
 CHECK_FILE = ".nanocode_check.py"
 
@@ -229,11 +238,40 @@ def rename_constant(pool: dict[str, Family]) -> Callable[[random.Random, Domain]
 
 
 # -- locate a definition ----------------------------------------------------------------------------------------
-def locate(pool: dict[str, Family]) -> Callable[[random.Random, Domain], Built]:
+def _name_start(template: str) -> str:
+    return re.split(r"[_$]", template.strip("$"))[0]
+
+
+# The first words of fresh names: every word of the vocabulary (hundreds, too many to recall one from a request's
+# shape) except those a held-out family's name or alias starts with.
+HELDOUT_NAME_STARTS = frozenset(_name_start(n) for f in EVAL_FAMILIES.values() for n in (f.name, *f.aliases))
+FRESH_WORDS: tuple[str, ...] = tuple(
+    sorted(
+        {*FRESH_PREFIXES, *WORDS, *LABEL_FIELDS, *MODULE_NAMES, *REPO_NAMES, *(e for e, _ in ENTITIES)}.union(
+            n for n, _, _ in NUM_FIELDS
+        ).difference(HELDOUT_NAME_STARTS)
+    )
+)
+
+
+def _fresh_name(rng: random.Random, d: Domain, taken: set[str]) -> str:
+    while True:
+        name = f"{rng.choice(FRESH_WORDS)}_{rng.choice((d.num, d.ent, d.ents, d.label, rng.choice(WORDS)))}"
+        if name not in taken and name.isidentifier():
+            return name
+
+
+def locate(pool: dict[str, Family], fresh_names: float = 0.0) -> Callable[[random.Random, Domain], Built]:
+    """Where is a function defined. With probability `fresh_names` the target is renamed (in every file) to a fresh
+    name, so the request's name has to be copied, not recalled from the families' few name shapes."""
+
     def build(rng: random.Random, d: Domain) -> Built:
         target = rng.choice(list(pool.values()))
         repo = build_repo(d, rng, _with_distractors(rng, pool, target))
-        fn = target.fn(d)
+        fn = renamed_from = target.fn(d)
+        if fresh_names and rng.random() < fresh_names:  # no draw otherwise: held-out tasks stay as they were
+            fn = _fresh_name(rng, d, set(repo.names()))
+            repo.files = {path: re.sub(rf"\b{renamed_from}\b", fn, text) for path, text in repo.files.items()}
         line = repo.line_of(repo.module_path, f"def {fn}(")
         names = _names(repo, fn=fn, path=repo.module_path, line=line, how=subst(target.how, d))
         b = ScriptBuilder(repo.files)
@@ -250,7 +288,7 @@ def locate(pool: dict[str, Family]) -> Callable[[random.Random, Domain], Built]:
             pick(rng, prose.LOCATE_REQUESTS, **names),
             AnswerCheck(repo.module_path, line),
             b.script(pick(rng, finals, **names)),
-            _facts(repo, function=fn, line=line),
+            _facts(repo, function=fn, line=line, family_name=renamed_from),
         )
 
     return build
@@ -264,7 +302,7 @@ TRAIN_TEMPLATES: dict[str, TaskTemplate] = _templates(
     *((f"fix_bug:{key}", fix_bug(bug, TRAIN_FAMILIES)) for key, bug in TRAIN_BUGS.items()),
     *((f"implement:{key}", implement(key, TRAIN_FAMILIES)) for key in ("average", "paginate", "largest")),
     ("rename:function", rename_function(TRAIN_FAMILIES)),
-    ("locate:definition", locate(TRAIN_FAMILIES)),
+    ("locate:definition", locate(TRAIN_FAMILIES, fresh_names=0.75)),
 )
 EVAL_TEMPLATES: dict[str, TaskTemplate] = _templates(
     *((f"fix_bug:{key}", fix_bug(bug, EVAL_FAMILIES)) for key, bug in EVAL_BUGS.items()),

@@ -63,6 +63,17 @@ WORDS: tuple[str, ...] = (
 # Verbs for renamed functions (rename tasks) and the modules a second file may take its name from.
 RENAME_PREFIXES: tuple[str, ...] = ("compute", "get", "calc", "find", "sum", "pick", "collect", "measure")
 REPORT_MODULES: tuple[str, ...] = ("report", "summary", "digest", "overview")
+# Verbs and adjectives among the first words of the fresh names a training locate task may give its target (with
+# the other word lists here; templates.FRESH_WORDS leaves out every word a held-out name starts with).
+FRESH_PREFIXES: tuple[str, ...] = (
+    "load", "parse", "scan", "merge", "split", "group", "rank", "score", "weigh", "trim", "pad", "join", "build",
+    "make", "fetch", "store", "save", "dump", "read", "write", "show", "print", "render", "format", "encode", "decode",
+    "pack", "unpack", "wrap", "unwrap", "shift", "rotate", "flip", "fold", "map", "filter", "reduce", "zip", "pair",
+    "match", "mark", "flag", "tag", "label", "index", "order", "shuffle", "sample", "draw", "pick", "choose", "guess",
+    "estimate", "predict", "round", "scale", "clamp", "bound", "limit", "cap", "floor", "ceil", "double", "halve",
+    "first", "last", "next", "prev", "oldest", "newest", "heaviest", "lightest", "slowest", "fastest", "rarest",
+    "busiest", "quietest", "latest", "earliest", "spare", "extra", "final", "raw", "fresh", "stale", "active", "idle",
+)  # fmt: skip
 
 # -- varied domains: training repositories drawn from the product of these lists -------------------------------------
 # With only the 24 DOMAINS a small model can memorise one name per request shape instead of copying the request's;
