@@ -88,16 +88,21 @@ def test_locate_answers_from_its_grep_and_describes_only_what_it_read():
     when it read the function (mostly it does not: a locate that reads on looks like a fix's start to a small
     model). Its grep says the match is the answer, and a fix's grep says it will read on, so the two differ."""
     tasks = RepoTasks(seed=2, kinds=["locate"]).tasks(40)
-    reads = 0
+    reads, forms = 0, set()
     for t in tasks:
         tools = [s.tool for s in t.solution.steps]
         assert tools in (["Grep"], ["Grep", "Read"])
         assert f"{t.facts['module_path']}:{t.facts['line']}" in t.solution.final
-        assert t.facts["function"] in t.solution.steps[0].say
+        # the grep writes the name as the request did (after a backtick or after a space: different first tokens)
+        fn, grep = t.facts["function"], t.solution.steps[0]
+        backticked = f"`{fn}`" in t.request
+        assert (f"`{fn}`" if backticked else f"`def {fn}`") in grep.say
+        assert grep.args["pattern"] == (rf"def\s+{fn}\(" if backticked else rf"def {fn}\(")
+        forms.add(backticked)
         described = len(t.solution.final) > len(t.facts["module_path"]) + len(t.facts["function"]) + 40
         assert described == (tools == ["Grep", "Read"]), t.solution.final
         reads += tools == ["Grep", "Read"]
-    assert 0 < reads < len(tasks) / 2
+    assert 0 < reads < len(tasks) / 2 and forms == {True, False}
     fixes = RepoTasks(seed=2, kinds=["fix_bug"]).tasks(40)
     locate_says = {t.solution.steps[0].say.replace(t.facts["function"], "F") for t in tasks}
     fix_says = {s.say.replace(f.facts["function"], "F") for f in fixes for s in f.solution.steps if s.tool == "Grep"}
@@ -118,7 +123,9 @@ def test_training_locate_renames_its_target_to_fresh_names_that_no_heldout_famil
     heldout_starts = {re.split(r"[_$]", n.strip("$"))[0] for f in EVAL_FAMILIES.values() for n in (f.name, *f.aliases)}
     assert {"median", "top", "tally"} <= heldout_starts
     assert len(FRESH_WORDS) > 400 and not heldout_starts & set(FRESH_WORDS)
-    assert not {t.facts["function"].split("_")[0] for t in fresh} & heldout_starts
+    firsts = {t.facts["function"].split("_")[0] for t in fresh}
+    assert not [w for w in firsts if w.startswith(tuple(heldout_starts))]
+    assert firsts & set(FRESH_WORDS) and firsts - set(FRESH_WORDS)  # vocabulary words and made-up ones
     assert {t.template for t in RepoTasks(seed=3, templates="heldout", kinds=["locate"]).tasks(6)} == {"locate:heldout"}
 
 

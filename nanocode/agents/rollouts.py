@@ -55,7 +55,7 @@ from nanocode.data.conversation import Message
 from nanocode.data.preference import JSONLPreferences
 from nanocode.data.sft import JSONLConversations
 
-FORMAT_VERSION = 3  # bump when scripted solutions change, so built data is rebuilt (3: locate's fresh names)
+FORMAT_VERSION = 4  # bump when scripted solutions change, so built data is rebuilt (4: locate names as requested)
 FILES = ("sft_train.jsonl", "sft_test.jsonl", "pairs_train.jsonl", "pairs_test.jsonl")
 
 

@@ -145,10 +145,18 @@ RENAME_FINALS_UNVERIFIED = (
     "done: `{old}` is now `{new}` in {files}.",
 )
 
-GREP_DEFINITION = (  # says that the match is the answer: the turn after it answers, it does not read on
+# A locate's grep says that the match is the answer: the turn after it answers, it does not read on. It writes the
+# name as the request did: BPE splits a name differently after a space than after a backtick (` top` vs `top`,
+# ` median` vs `medi`+`an`), and a small model copies a name it has never seen only token for token.
+GREP_DEFINITION = (  # the request wrote the name after a space: `def {fn}` keeps it so
     "i'll grep for `def {fn}`: the match gives the file and line to answer with.",
     "searching for `def {fn}` — its file and line are the answer.",
     "a grep for the `def {fn}` line will show exactly where it is.",
+)
+GREP_DEFINITION_BACKTICKED = (  # the request wrote `{fn}`: so does this, and the pattern is def\s+{fn}
+    "i'll grep for the line that defines `{fn}`: the match gives the file and line to answer with.",
+    "searching for where `{fn}` is defined — its file and line are the answer.",
+    "a grep for the definition of `{fn}` will show exactly where it is.",
 )
 READ_DEFINITION = (
     "found it. let me read it too, to say what it does.",

@@ -254,9 +254,31 @@ FRESH_WORDS: tuple[str, ...] = tuple(
 )
 
 
-def _fresh_name(rng: random.Random, d: Domain, taken: set[str]) -> str:
+# Made-up words: a few hundred real first words still form a set a model learns to pick from (it then writes a
+# training word where a held-out name starts with an unseen one); syllables make the first word unguessable.
+_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "v", "z", "br", "cl", "dr", "gl", "pr", "sk", "tr")
+_VOWELS = ("a", "e", "i", "o", "u", "ai", "ea", "ou")
+_CODAS = ("", "", "", "n", "r", "l", "s", "m", "nd", "st")
+
+
+def _made_up_word(rng: random.Random) -> str:
     while True:
-        name = f"{rng.choice(FRESH_WORDS)}_{rng.choice((d.num, d.ent, d.ents, d.label, rng.choice(WORDS)))}"
+        word = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(rng.randint(2, 3)))
+        if not word.startswith(tuple(HELDOUT_NAME_STARTS)):
+            return word
+
+
+def _fresh_word(rng: random.Random) -> str:
+    return rng.choice(FRESH_WORDS) if rng.random() < 0.5 else _made_up_word(rng)
+
+
+def _fresh_name(rng: random.Random, d: Domain, taken: set[str]) -> str:
+    """A fresh word, a third of the time a second one (held-out names run to three parts: `count_by_sku`), then a
+    word of the domain: a name copied token for token, since no middle or end is predictable from the first."""
+    while True:
+        middle = f"{_fresh_word(rng)}_" if rng.random() < 1 / 3 else ""
+        end = rng.choice((d.num, d.ent, d.ents, d.label, rng.choice(WORDS)))
+        name = f"{_fresh_word(rng)}_{middle}{end}"
         if name not in taken and name.isidentifier():
             return name
 
@@ -274,18 +296,27 @@ def locate(pool: dict[str, Family], fresh_names: float = 0.0) -> Callable[[rando
             repo.files = {path: re.sub(rf"\b{renamed_from}\b", fn, text) for path, text in repo.files.items()}
         line = repo.line_of(repo.module_path, f"def {fn}(")
         names = _names(repo, fn=fn, path=repo.module_path, line=line, how=subst(target.how, d))
-        b = ScriptBuilder(repo.files)
-        b.grep(pick(rng, prose.GREP_DEFINITION, **names), rf"def {fn}\(", expect=f"{repo.module_path}:{line}:")
+        # The draws keep their order (grep wording, read or not, request), so held-out tasks stay as they were; the
+        # grep is written once the request is known, with the name in the request's form (prose.GREP_DEFINITION).
+        grep_wording = rng.randrange(len(prose.GREP_DEFINITION))
         # Mostly grep-then-answer; a read (to say what it does) only sometimes, since a locate that reads on looks
         # like the start of a fix to a small model.
+        read_wording = pick(rng, prose.READ_DEFINITION) if rng.random() < 0.25 else None
+        request = pick(rng, prose.LOCATE_REQUESTS, **names)
+        b = ScriptBuilder(repo.files)
+        if f"`{fn}`" in request:
+            say, pattern = prose.GREP_DEFINITION_BACKTICKED[grep_wording], rf"def\s+{fn}\("
+        else:
+            say, pattern = prose.GREP_DEFINITION[grep_wording], rf"def {fn}\("
+        b.grep(say.format(**names), pattern, expect=f"{repo.module_path}:{line}:")
         finals = prose.LOCATE_FINALS
-        if rng.random() < 0.25:
+        if read_wording is not None:
             length = target.source(d).count("\n")
-            b.read(pick(rng, prose.READ_DEFINITION), repo.module_path, offset=line - 1, limit=length)
+            b.read(read_wording, repo.module_path, offset=line - 1, limit=length)
             finals = prose.LOCATE_FINALS_DESCRIBED
         return Built(
             repo,
-            pick(rng, prose.LOCATE_REQUESTS, **names),
+            request,
             AnswerCheck(repo.module_path, line),
             b.script(pick(rng, finals, **names)),
             _facts(repo, function=fn, line=line, family_name=renamed_from),
