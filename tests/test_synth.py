@@ -192,9 +192,11 @@ def test_pipeline_against_nanocode_serve_counts_unusable_replies_and_keeps_going
     with CompletionServer(engine, ConversationCodec(small_tokenizer()), model_name="default", port=0) as server:
         t = teacher(server.url + "/v1", retries=1, timeout_s=60.0)
         summary = synthesize(pipeline(t), SCENARIOS[:2], tmp_path, workers=1, progress=False)
-    assert summary["counts"]["teacher_failed"] == 2 and t.stats["unusable"] == 4  # 2 scenarios x (1 + retries)
-    outage_retries = t.stats["retries"] - 2  # past the one retry per unusable reply: a request that failed under load
+    # Each scenario ends on a call that got 1 + retries unusable replies. Random text can hold a stray JSON object
+    # ("{}"), which is usable JSON judged as a rollout without messages, so a scenario may make more calls than one.
+    assert summary["counts"]["teacher_failed"] == 2 and t.stats["unusable"] >= 4
     refused = t.stats["schema_refused"]  # `nanocode serve` refuses the JSON schema (once per request then in flight)
     assert refused >= 1 and not t.json_schema
-    assert t.stats["requests"] == 4 + refused + outage_retries
+    calls = t.stats["requests"] - t.stats["retries"] - refused  # every request is a first try, a retry or refused
+    assert calls >= 2 and t.stats["unusable"] <= t.stats["requests"] - refused
     assert JsonlStore(tmp_path).read("rollouts.jsonl") == [] and (tmp_path / "summary.json").exists()
