@@ -73,6 +73,25 @@ def test_mixture_epochs(jsonl):
     assert len(mix.conversations("test")) == 8
 
 
+def test_mixture_in_order_is_a_curriculum(tmp_path):
+    def dataset(name, n):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(
+            "".join(json.dumps({"messages": [{"role": "user", "content": f"{name}{i}"}]}) + "\n" for i in range(n))
+        )
+        return JSONLConversations(str(path), test_fraction=0.0)
+
+    first, then = dataset("mix", 30), dataset("locate", 20)
+    a, b = ([c[0]["content"] for c in d.conversations("train")] for d in (first, then))
+    mix = ConversationMixture([first, then], [2, 1], in_order=True)
+    curriculum = [c[0]["content"] for c in mix.conversations("train")]
+    # the first dataset's two epochs, shuffled, then the second's
+    assert sorted(curriculum[: 2 * len(a)]) == sorted(a * 2) and sorted(curriculum[2 * len(a) :]) == sorted(b)
+    assert curriculum[: len(a)] != a and curriculum[2 * len(a) :] != b
+    shuffled = [c[0]["content"] for c in ConversationMixture([first, then], [2, 1]).conversations("train")]
+    assert sorted(shuffled) == sorted(curriculum) and [c[:3] for c in shuffled] != [c[:3] for c in curriculum]
+
+
 def test_packing_rows_masks_and_exact_resume(jsonl):
     codec = ConversationCodec(small_tokenizer())
     convs = JSONLConversations(str(jsonl)).conversations("train")

@@ -184,25 +184,35 @@ def nanocode_long_context(
 
 
 class ConversationMixture:
-    """Datasets with a number of epochs each, shuffled together with a seed (test splits: one epoch, unshuffled)."""
+    """Datasets with a number of epochs each, shuffled together with a seed (test splits: one epoch, unshuffled).
 
-    def __init__(self, datasets: Sequence[ConversationDataset], epochs: Sequence[int] | None = None, seed: int = 0):
+    `in_order=True` makes a curriculum instead: each dataset's epochs are shuffled within it, and the datasets follow
+    one another in the order given (the packer then reads the first to the end before the second begins)."""
+
+    def __init__(
+        self, datasets: Sequence[ConversationDataset], epochs: Sequence[int] | None = None, seed: int = 0,
+        in_order: bool = False,
+    ):  # fmt: skip
         self.datasets = list(datasets)
         self.epochs = list(epochs) if epochs is not None else [1] * len(self.datasets)
         if len(self.epochs) != len(self.datasets):
             raise ValueError(f"one epoch count per dataset: {len(self.datasets)} datasets, {len(self.epochs)} epochs")
-        self.seed = seed
+        self.seed, self.in_order = seed, in_order
 
     def prepare(self) -> None:
         for d in self.datasets:
             d.prepare()
 
     def conversations(self, split: str) -> list[list[Message]]:
+        if split != "train":
+            return [c for d in self.datasets for c in d.conversations(split)]
+        parts = [d.conversations(split) * n for d, n in zip(self.datasets, self.epochs)]
+        if not self.in_order:
+            parts = [[c for part in parts for c in part]]
         out = []
-        for d, n in zip(self.datasets, self.epochs):
-            out += d.conversations(split) * (n if split == "train" else 1)
-        if split == "train":
-            random.Random(self.seed).shuffle(out)
+        for i, part in enumerate(parts):  # the seed and the part's place: two parts never share one permutation
+            random.Random(self.seed * 1_000_003 + i if i else self.seed).shuffle(part)
+            out += part
         return out
 
 

@@ -51,6 +51,9 @@ class SFTTraining(Finetuning):
 
     datasets: Sequence[Any] = field(repr=False)  # conversation datasets (registered `sft_dataset` entries)
     epochs: Sequence[int] | None = None  # per dataset; None: one each
+    # True: a curriculum, the datasets one after another in the order listed (each shuffled within itself), e.g. the
+    # whole mix, then locate tasks alone; with num_steps = -1 the run ends where the last dataset does.
+    in_order: bool = False
     tool_eval_prompts: int = 16  # held-out prompts whose greedy reply is checked for a valid tool call
     init_from: str = "pretrain"
 
@@ -92,7 +95,7 @@ class SFTRun(FinetuneRun):
 
     def prepare_data(self) -> SFTPacker:
         exp, codec = self.exp, self.codec
-        mixture = ConversationMixture(exp.datasets, exp.epochs, seed=exp.seed)
+        mixture = ConversationMixture(exp.datasets, exp.epochs, seed=exp.seed, in_order=exp.in_order)
         mixture.prepare()
         train = [with_system_prompt(c, exp.system_prompt) for c in mixture.conversations("train")]
         self.test = [with_system_prompt(c, exp.system_prompt) for c in mixture.conversations("test")]
@@ -113,6 +116,7 @@ class SFTRun(FinetuneRun):
             {
                 "datasets": [getattr(d, "name", type(d).__name__) for d in exp.datasets],
                 "epochs": list(exp.epochs or []),
+                "in_order": exp.in_order,
                 "conversations": [len(train), len(self.test)],
                 "first": train[:4],
                 "rows": rows,
