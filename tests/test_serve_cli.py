@@ -57,7 +57,7 @@ def test_serve_command_answers_the_openai_client_and_stops_on_ctrl_c(tmp_path, g
         text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         assert text == (out.choices[0].message.content or "")  # streamed and plain agree (greedy)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=240) == 0  # generous: on an overloaded machine the worker's join alone may take 30 s
     finally:
         if proc.poll() is None:
             proc.kill()
