@@ -3,8 +3,9 @@
     nanocode sft --gin_file experiments/<experiment>.gin [--resume [--force]]
 
 `SFTTraining` is the experiment. The data is a mixture of registered conversation datasets (each with a number of
-epochs), packed whole into rows with a loss mask (assistant text, tool calls, <|assistant_end|>); the step is the
-pretraining step with that mask, so the loss is the exact per-token mean over every valid target of the batch.
+epochs; shuffled together, or one after another with `in_order`), packed whole into rows with a loss mask
+(assistant text, tool calls, <|assistant_end|>); the step is the pretraining step with that mask, so the loss is
+the exact per-token mean over every valid target of the batch.
 Every `eval_every` steps: validation bits per byte of the held-out conversations (assistant tokens only) and the
 tool-call validity rate — the share of greedy replies to held-out prompts that contain a well-formed call of a
 known tool with its required arguments. Samples, checkpoints, resume, metrics and the progress bar are the loop's
