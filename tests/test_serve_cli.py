@@ -20,6 +20,7 @@ def test_serve_command_answers_the_openai_client_and_stops_on_ctrl_c(tmp_path, g
     gin_file, _ = make_run(tmp_path)
     env = {**os.environ, "NANOCODE_BASE_DIR": str(workspace_base), "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
     env["NANOCODE_API_KEY"] = "cli-key"
+    env["PYTHONFAULTHANDLER"] = "1"  # a hung exit is told by SIGABRT: every thread's stack on stderr
     argv = [
         sys.executable,
         "-m",
@@ -33,12 +34,14 @@ def test_serve_command_answers_the_openai_client_and_stops_on_ctrl_c(tmp_path, g
         "6",
     ]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    errors: list[str] = []  # stderr drained as it comes: a full pipe would block the server on a write
+    threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True).start()
     try:
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()), daemon=True)
         reader.start()
         reader.join(timeout=240)
-        assert lines and " on http://" in lines[0], proc.stderr.read() if proc.poll() is not None else lines
+        assert lines and " on http://" in lines[0], "".join(errors) if proc.poll() is not None else lines
         url = lines[0].strip().rsplit(" on ", 1)[1]
         assert lines[0].startswith("nanocode serve: nanocode-cli-sft from ")
         assert str(Workspace("cli").checkpoint_dir("sft")) in lines[0]
@@ -57,7 +60,12 @@ def test_serve_command_answers_the_openai_client_and_stops_on_ctrl_c(tmp_path, g
         text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         assert text == (out.choices[0].message.content or "")  # streamed and plain agree (greedy)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=240) == 0  # generous: on an overloaded machine the worker's join alone may take 30 s
+        try:
+            assert proc.wait(timeout=240) == 0  # generous: on an overloaded machine the worker's join alone takes 30 s
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # faulthandler writes where each thread is stuck
+            proc.wait(timeout=30)
+            pytest.fail("serve did not exit on Ctrl-C; its stderr:\n" + "".join(errors)[-6000:])
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import sys
 import threading
@@ -126,11 +127,15 @@ class HttpFront:
         ready.wait(timeout=30)
 
     def serve_forever(self) -> None:
-        self._run(threading.Event())
+        """Serve on this (the main) thread until Ctrl-C or SIGTERM. The signals stop the loop between callbacks: a
+        KeyboardInterrupt raised inside one can drop a wake-up, and the shutdown below then waits forever."""
+        self._run(threading.Event(), stop_on=(signal.SIGINT, signal.SIGTERM))
 
-    def _run(self, ready: threading.Event) -> None:
+    def _run(self, ready: threading.Event, stop_on: tuple[signal.Signals, ...] = ()) -> None:
         asyncio.set_event_loop(self.loop)
         self._server = self.loop.run_until_complete(asyncio.start_server(self._connection, sock=self.socket))
+        for sig in stop_on:
+            self.loop.add_signal_handler(sig, self.loop.stop)
         ready.set()
         try:
             self.loop.run_forever()
@@ -140,6 +145,8 @@ class HttpFront:
             for task in tasks:
                 task.cancel()
             self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            for sig in stop_on:
+                self.loop.remove_signal_handler(sig)
             self.loop.close()
 
     def close(self) -> None:

@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     if server.api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"nanocode serve: warning: listening on {args.host} with no api key", flush=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print("nanocode serve: stopped", flush=True)
+        server.serve_forever()  # returns on Ctrl-C or SIGTERM
+    except KeyboardInterrupt:  # one that came before the loop took the signals over
+        pass
+    print("nanocode serve: stopped", flush=True)
     return 0
