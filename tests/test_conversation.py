@@ -51,6 +51,20 @@ def test_render_layout_and_mask_is_exactly_the_assistant_tokens(codec):
     assert trained == turn1 + turn2
 
 
+def test_a_turn_marked_train_false_is_context_not_target(codec):
+    """A scripted mistake (`"train": false`) renders the same tokens, all fed: only the turns after it are learnt."""
+    miss = {"role": "assistant", "content": "reading it.", "tool_call": {"name": "Read", "args": {"file_path": "x.py"}}}
+    conv = [*CONV[:2], {**miss, "train": False}, {"role": "tool_result", "content": "error: no such file"}, *CONV[2:]]
+    ids, mask = codec.render(conv)
+    plain_ids, _ = codec.render([*CONV[:2], miss, *conv[3:]])
+    assert ids == plain_ids
+    _, reference_mask = codec.render(CONV)
+    assert [t for t, m in zip(ids, mask) if m] == [t for t, m in zip(*codec.render(CONV)) if m]
+    assert sum(mask) == sum(reference_mask)
+    with pytest.raises(ConversationError, match="message 2: 'train' must be true or false"):
+        codec.render([*CONV[:2], {**miss, "train": "no"}, *conv[3:]])
+
+
 def test_overflow_rule(codec):
     ids, _ = codec.render(CONV)
     assert codec.render(CONV, max_tokens=len(ids) - 1) is None  # drop (training default)

@@ -55,7 +55,7 @@ from nanocode.data.conversation import Message
 from nanocode.data.preference import JSONLPreferences
 from nanocode.data.sft import JSONLConversations
 
-FORMAT_VERSION = 4  # bump when scripted solutions change, so built data is rebuilt (4: locate names as requested)
+FORMAT_VERSION = 5  # bump when scripted solutions change, so built data is rebuilt (5: locate recovers from a miss)
 FILES = ("sft_train.jsonl", "sft_test.jsonl", "pairs_train.jsonl", "pairs_test.jsonl")
 
 
@@ -96,6 +96,8 @@ def _assistant(message: Mapping[str, Any]) -> Message:
             "name": str(call.get("name")),
             "args": {str(k): str(v) for k, v in args.items()} if isinstance(args, Mapping) else args,
         }
+    if message.get("train") is False:  # a scripted mistake, kept out of the loss (nanocode.data.conversation)
+        out["train"] = False
     return out
 
 

@@ -9,7 +9,9 @@ A conversation is `{"messages": [...]}` with roles `system`, `user`, `assistant`
     <|assistant_start|>{text}<|assistant_end|>
 
 The loss mask is 1 exactly on what the model must learn to produce: assistant text, tool-call tokens and
-`<|assistant_end|>`; everything it is fed (bos, user turns, `<|assistant_start|>`, tool results) is 0.
+`<|assistant_end|>`; everything it is fed (bos, user turns, `<|assistant_start|>`, tool results) is 0. An assistant
+turn with `"train": false` is fed too: a scripted mistake (a Grep for a misremembered name) that the conversation
+shows so that the turns after it teach recovering from it, not making it.
 Argument values are rendered with str() and parsed back as strings: coercing "5" to an int is the tool's job, so
 render -> parse round-trips exactly.
 """
@@ -113,6 +115,8 @@ def _check_message(i: int, msg: Any) -> None:
     content = msg.get("content")
     if content is not None and not isinstance(content, str):
         raise ConversationError(f"message {i}: 'content' must be a string, got {type(content).__name__}")
+    if not isinstance(msg.get("train", True), bool):
+        raise ConversationError(f"message {i}: 'train' must be true or false, got {msg['train']!r}")
     call = msg.get("tool_call")
     if call is None:
         return
@@ -163,11 +167,12 @@ class ConversationCodec:
                 add(self._text(msg.get("content", "")), 0)
                 add([self.ids["user_end"]], 0)
             elif role == "assistant":
+                learn = int(msg.get("train", True))
                 add([self.ids["assistant_start"]], 0)
-                add(self._text(msg.get("content") or ""), 1)
+                add(self._text(msg.get("content") or ""), learn)
                 if msg.get("tool_call"):
-                    add(self.render_tool_call(msg["tool_call"]), 1)
-                add([self.ids["assistant_end"]], 1)
+                    add(self.render_tool_call(msg["tool_call"]), learn)
+                add([self.ids["assistant_end"]], learn)
             else:  # tool_result
                 add([self.ids["tool_result_start"]], 0)
                 add(self._text(msg.get("content", "")), 0)

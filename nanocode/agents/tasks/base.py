@@ -29,9 +29,13 @@ class Step:
     args: dict[str, str]
     expect_error: bool | None = None  # None: either; True/False: the result must (not) be an error
     expect: str | None = None  # a substring the result must contain
+    # False: a mistake the script shows so that the next step can recover from it; SFT does not teach the model to
+    # make it (the codec masks the turn, `train: false`), only to see it in its context and go on from there.
+    train: bool = True
 
     def message(self) -> dict[str, Any]:
-        return {"role": "assistant", "content": self.say, "tool_call": {"name": self.tool, "args": dict(self.args)}}
+        call = {"role": "assistant", "content": self.say, "tool_call": {"name": self.tool, "args": dict(self.args)}}
+        return call if self.train else {**call, "train": False}
 
     def mismatch(self, result_text: str, is_error: bool) -> str | None:
         """Why a real tool result contradicts this step's expectation, or None when it agrees."""
@@ -49,6 +53,7 @@ class Step:
             "args": dict(self.args),
             "expect_error": self.expect_error,
             "expect": self.expect,
+            "train": self.train,
         }
 
 

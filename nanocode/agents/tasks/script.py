@@ -46,8 +46,8 @@ class ScriptBuilder:
         first_line = self.files[path].split("\n")[offset or 0]
         self.steps.append(Step(say, "Read", args, False, first_line or None))
 
-    def grep(self, say: str, pattern: str, path: str = ".", *, expect: str | None = None) -> None:
-        self.steps.append(Step(say, "Grep", {"pattern": pattern, "path": path}, False, expect))
+    def grep(self, say: str, pattern: str, path: str = ".", *, expect: str | None = None, train: bool = True) -> None:
+        self.steps.append(Step(say, "Grep", {"pattern": pattern, "path": path}, False, expect, train))
 
     def edit(self, say: str, path: str, old: str, new: str, *, at: int | None = None) -> None:
         """Replace `old` (the occurrence at index `at`, default the first) with `new` in `path`."""

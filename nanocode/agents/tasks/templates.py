@@ -37,6 +37,7 @@ from nanocode.agents.tasks.vocab import (
     WORDS,
     Domain,
 )
+from nanocode.agents.tools.grep import NO_MATCHES
 
 CHECK_FILE = ".nanocode_check.py"
 
@@ -283,9 +284,22 @@ def _fresh_name(rng: random.Random, d: Domain, taken: set[str]) -> str:
             return name
 
 
-def locate(pool: dict[str, Family], fresh_names: float = 0.0) -> Callable[[random.Random, Domain], Built]:
+def _misremembered(rng: random.Random, fn: str, taken: set[str]) -> str:
+    """`fn` with another first word: how a small model gets a name wrong (it copies the rest and not the start)."""
+    rest = fn[fn.index("_") :]
+    while True:
+        wrong = f"{_fresh_word(rng)}{rest}"
+        if wrong != fn and wrong not in taken and wrong.isidentifier():
+            return wrong
+
+
+def locate(
+    pool: dict[str, Family], fresh_names: float = 0.0, recover: float = 0.0
+) -> Callable[[random.Random, Domain], Built]:
     """Where is a function defined. With probability `fresh_names` the target is renamed (in every file) to a fresh
-    name, so the request's name has to be copied, not recalled from the families' few name shapes."""
+    name, so the request's name has to be copied, not recalled from the families' few name shapes. With probability
+    `recover` the script first greps a misremembered name (a turn SFT does not train on), finds nothing, and
+    recovers with a grep for the rest of the name: the part a model that gets the first word wrong still copies."""
 
     def build(rng: random.Random, d: Domain) -> Built:
         target = rng.choice(list(pool.values()))
@@ -305,10 +319,19 @@ def locate(pool: dict[str, Family], fresh_names: float = 0.0) -> Callable[[rando
         request = pick(rng, prose.LOCATE_REQUESTS, **names)
         b = ScriptBuilder(repo.files)
         if f"`{fn}`" in request:
-            say, pattern = prose.GREP_DEFINITION_BACKTICKED[grep_wording], rf"def\s+{fn}\("
+            say, definition = prose.GREP_DEFINITION_BACKTICKED[grep_wording], r"def\s+{}\("
         else:
-            say, pattern = prose.GREP_DEFINITION[grep_wording], rf"def {fn}\("
-        b.grep(say.format(**names), pattern, expect=f"{repo.module_path}:{line}:")
+            say, definition = prose.GREP_DEFINITION[grep_wording], r"def {}\("
+        found = f"{repo.module_path}:{line}:"
+        if recover and "_" in fn and rng.random() < recover:  # no draw otherwise: held-out tasks stay as they were
+            wrong = _misremembered(rng, fn, set(repo.names()))
+            b.grep(say.format(**{**names, "fn": wrong}), definition.format(wrong), expect=NO_MATCHES, train=False)
+            # The rest of the name from its first underscore: `_by_sku` is the same tokens as in the request's
+            # `count_by_sku`, where `def .*_by_sku` would split differently (`*_` + `by`). Calls in the tests match
+            # too; the answer is the `def` line outside them.
+            b.grep(pick(rng, prose.GREP_REST_OF_NAME), rf"{fn[fn.index('_') :]}\(", expect=found)
+        else:
+            b.grep(say.format(**names), definition.format(fn), expect=found)
         finals = prose.LOCATE_FINALS
         if read_wording is not None:
             length = target.source(d).count("\n")
@@ -333,7 +356,7 @@ TRAIN_TEMPLATES: dict[str, TaskTemplate] = _templates(
     *((f"fix_bug:{key}", fix_bug(bug, TRAIN_FAMILIES)) for key, bug in TRAIN_BUGS.items()),
     *((f"implement:{key}", implement(key, TRAIN_FAMILIES)) for key in ("average", "paginate", "largest")),
     ("rename:function", rename_function(TRAIN_FAMILIES)),
-    ("locate:definition", locate(TRAIN_FAMILIES, fresh_names=0.75)),
+    ("locate:definition", locate(TRAIN_FAMILIES, fresh_names=0.75, recover=0.3)),
 )
 EVAL_TEMPLATES: dict[str, TaskTemplate] = _templates(
     *((f"fix_bug:{key}", fix_bug(bug, EVAL_FAMILIES)) for key, bug in EVAL_BUGS.items()),

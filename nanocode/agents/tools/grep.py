@@ -41,6 +41,7 @@ from nanocode.agents.tools.files import SNIFF_BYTES, looks_binary, split_lines
 from nanocode.agents.tools.paths import SpecialFile, open_beneath
 from nanocode.core.kinds import TOOLS
 
+NO_MATCHES = "no matches found"  # the whole result when nothing matches (scripts expect it)
 MAX_PATTERN_CHARS = 1000
 MAX_DEPTH = 64  # directory levels searched (os.fwalk recurses: a 1000-deep tree would exhaust Python's stack)
 MAX_REPEAT_PRODUCT = 10_000  # `a{10000}` compiles to a few MB; `a{10**6}` to a quarter of a GB
@@ -126,7 +127,7 @@ class Grep(Tool):
         if too_deep and not note:
             note = f"[{len(too_deep)} directories deeper than {MAX_DEPTH} levels not searched, e.g. {too_deep[0]}]"
         if not out:
-            return ToolResult(note or "no matches found")
+            return ToolResult(note or NO_MATCHES)
         return ToolResult("\n".join(out + ([note] if note else [])))
 
     def _files(
