@@ -111,7 +111,7 @@ def test_locate_answers_from_its_grep_and_describes_only_what_it_read():
 
 def test_some_training_locates_recover_from_a_misremembered_name_and_heldout_ones_never_miss():
     """A third of the training locate scripts first grep the name with a wrong first word (a turn kept out of the
-    loss), find nothing, and grep the rest of the name: the same tokens as in the request. The replay through the real
+    loss), find nothing, and grep the name's last word: the same tokens as in the request. The replay through the real
     Grep confirms both results; held-out scripts never include a miss."""
     tasks = RepoTasks(seed=4, kinds=["locate"]).tasks(30)
     recovering = [t for t in tasks if not t.solution.steps[0].train]
@@ -121,7 +121,7 @@ def test_some_training_locates_recover_from_a_misremembered_name_and_heldout_one
         wrong = re.search(r"def(?: |\\s\+)(\w+)\\\(", miss.args["pattern"]).group(1)
         assert wrong != fn and wrong.split("_", 1)[1] == fn.split("_", 1)[1]
         assert miss.message()["train"] is False and rest.train and "train" not in rest.message()
-        assert rest.args["pattern"] == fn[fn.index("_") :] + r"\("
+        assert rest.args["pattern"] == "_" + fn.split("_")[-1] + r"\("
         episode = replay(t, t.solution, isolate=False, timeout_s=20)  # ScriptMismatch unless the miss finds nothing
         results = [m["content"] for m in episode.messages if m["role"] == "tool_result"]
         assert episode.check.passed and results[0] == "no matches found"

@@ -158,8 +158,8 @@ GREP_DEFINITION_BACKTICKED = (  # the request wrote `{fn}`: so does this, and th
     "searching for where `{fn}` is defined — its file and line are the answer.",
     "a grep for the definition of `{fn}` will show exactly where it is.",
 )
-GREP_REST_OF_NAME = (  # after a grep for a misremembered name found nothing
-    "no match — i may have the start of the name wrong. i'll grep for the rest of it.",
+GREP_END_OF_NAME = (  # after a grep for a misremembered name found nothing
+    "no match — i may have the start of the name wrong. i'll grep for how it ends.",
     "nothing defines that. searching for the end of the name instead.",
     "that grep found nothing; the name's ending should still match.",
 )

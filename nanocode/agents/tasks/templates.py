@@ -299,7 +299,7 @@ def locate(
     """Where is a function defined. With probability `fresh_names` the target is renamed (in every file) to a fresh
     name, so the request's name has to be copied, not recalled from the families' few name shapes. With probability
     `recover` the script first greps a misremembered name (a turn SFT does not train on), finds nothing, and
-    recovers with a grep for the rest of the name: the part a model that gets the first word wrong still copies."""
+    recovers with a grep for the name's last word: the part a model that gets the start wrong still copies."""
 
     def build(rng: random.Random, d: Domain) -> Built:
         target = rng.choice(list(pool.values()))
@@ -326,10 +326,11 @@ def locate(
         if recover and "_" in fn and rng.random() < recover:  # no draw otherwise: held-out tasks stay as they were
             wrong = _misremembered(rng, fn, set(repo.names()))
             b.grep(say.format(**{**names, "fn": wrong}), definition.format(wrong), expect=NO_MATCHES, train=False)
-            # The rest of the name from its first underscore: `_by_sku` is the same tokens as in the request's
-            # `count_by_sku`, where `def .*_by_sku` would split differently (`*_` + `by`). Calls in the tests match
-            # too; the answer is the `def` line outside them.
-            b.grep(pick(rng, prose.GREP_REST_OF_NAME), rf"{fn[fn.index('_') :]}\(", expect=found)
+            # The last word of the name, from its underscore: `_sku` is the same tokens as in the request's
+            # `count_by_sku` (`def .*_sku` would split as `*_` + `sku`), and a model that garbles the start or the
+            # middle (`count_fsku`) still has it there to copy. Calls in the tests match too; the answer is the `def`
+            # line outside them.
+            b.grep(pick(rng, prose.GREP_END_OF_NAME), rf"_{fn.rsplit('_', 1)[1]}\(", expect=found)
         else:
             b.grep(say.format(**names), definition.format(fn), expect=found)
         finals = prose.LOCATE_FINALS
