@@ -58,8 +58,8 @@ def test_a_turn_marked_train_false_is_context_not_target(codec):
     ids, mask = codec.render(conv)
     plain_ids, _ = codec.render([*CONV[:2], miss, *conv[3:]])
     assert ids == plain_ids
-    _, reference_mask = codec.render(CONV)
-    assert [t for t, m in zip(ids, mask) if m] == [t for t, m in zip(*codec.render(CONV)) if m]
+    reference_ids, reference_mask = codec.render(CONV)
+    assert [t for t, m in zip(ids, mask) if m] == [t for t, m in zip(reference_ids, reference_mask) if m]
     assert sum(mask) == sum(reference_mask)
     with pytest.raises(ConversationError, match="message 2: 'train' must be true or false"):
         codec.render([*CONV[:2], {**miss, "train": "no"}, *conv[3:]])
