@@ -285,6 +285,36 @@ def test_sft_resume_equals_the_straight_run(tmp_path, clean_gin):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def test_sft_replies_name_the_file_a_request_worded_unlike_training_names(tmp_path, clean_gin):
+    """The conditioning the debug run's SFT model once lacked (it answered every request with one memorised
+    opening): after SFT, greedy first replies to requests worded unlike any training request read the file each
+    names. A reply that ignores the request names at most one of the ten files. This checks the SFT path (the
+    request in context, the loss on the reply alone) on names the tiny model has seen; copying names it has never
+    seen takes induction, which the debug-scale runs measure in benchmarks/sft_conditioning_results.md."""
+
+    def read(request: str, name: str) -> dict:
+        call = {"name": "Read", "args": {"file_path": f"{name}.py"}}
+        return {
+            "messages": [{"role": "user", "content": request}, {"role": "assistant", "content": "", "tool_call": call}]
+        }
+
+    save_stage_checkpoint("conditioned", "pretrain")
+    wordings = ["Read {}.py", "Show me {}.py", "Look at {}.py please", "Can you read {}.py?"]
+    train = write_jsonl(tmp_path / "read_train.jsonl", [read(w.format(n), n) for w in wordings for n in NAMES])
+    test = write_jsonl(tmp_path / "read_test.jsonl", [read(f"Please open {n}.py now", n) for n in NAMES])
+    lines = sft_lines(tmp_path, "conditioned", "SFTTraining.num_steps = 160", "SFTTraining.eval_every = 160")
+    lines += [
+        f"sft_data/jsonl_conversations.train = '{train}'",  # the later binding wins
+        f"sft_data/jsonl_conversations.test = '{test}'",
+        f"SFTTraining.tool_eval_prompts = {len(NAMES)}",
+        "SFTTraining.sample_tokens = 32",  # room for the whole call
+    ]
+    assert main(["sft", "--gin_file", write_experiment(tmp_path / "run.gin", lines), "--quiet"]) == 0
+
+    evals = last_per_step("conditioned", "sft", "names_file")
+    assert evals[0] <= 0.1 and evals[160] >= 0.8, evals
+
+
 def test_sft_without_a_pretraining_checkpoint_is_one_line(tmp_path, clean_gin, capsys):
     small_tokenizer().save(Workspace("nockpt").tokenizer_dir)
     gin_file = write_experiment(tmp_path / "run.gin", sft_lines(tmp_path, "nockpt"))
