@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import io
 import os
+import re
 import shutil
 import socket
 import sys
@@ -160,7 +161,8 @@ def test_a_real_terminal_shows_the_spoofed_command_whole(sandbox, tmp_path):
         screen = tmux.wait_for("the question", lambda s: s.rstrip().endswith("[y/n]"), timeout_s=60)
         assert "allow Bash: run `echo ran > proof.txt #\\r\\x1b[2Kls -la`" in screen
         tmux.type("n")
-        screen = tmux.wait_for("the refusal", lambda s: "[result]" in s, timeout_s=60)
+        # the whole result line: the pane can be captured between "[result]" and the text after it
+        screen = tmux.wait_for("the refusal", lambda s: re.search(r"\[result\] \S", s) is not None, timeout_s=60)
         assert "[result] rejected by user" in screen and not (sandbox.root / "proof.txt").exists()
     finally:
         tmux.close()
