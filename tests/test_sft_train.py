@@ -286,8 +286,8 @@ def test_sft_resume_equals_the_straight_run(tmp_path, clean_gin):
 
 
 def test_sft_replies_name_the_file_a_request_worded_unlike_training_names(tmp_path, clean_gin):
-    """The conditioning the debug run's SFT model once lacked (it answered every request with one memorised
-    opening): after SFT, greedy first replies to requests worded unlike any training request read the file each
+    """The conditioning the debug run's SFT model lacks (it cannot copy a name it has never seen, so it answers
+    with a memorised opening): after SFT, greedy first replies to requests worded unlike any training request read the file each
     names. A reply that ignores the request names at most one of the ten files. This checks the SFT path (the
     request in context, the loss on the reply alone) on names the tiny model has seen; copying names it has never
     seen takes induction, which the debug-scale runs measure in benchmarks/sft_conditioning_results.md."""
