@@ -80,6 +80,63 @@ TRAIN_BUGS: dict[str, Bug] = {
             fix="add the `.strip()`",
             symptom="values with spaces around them don't match",
         ),
+        # Training analogs of the skills the held-out bugs need (a lost guard, a value kept instead of a total, a
+        # call that does the wrong thing, a bound off by one) in training families, so a held-out bug is not the
+        # first of its kind the model has met; the held-out bugs themselves stay out of training.
+        Bug(
+            key="overwrite_total",
+            family="total",
+            old='total += $ent["$num"]',
+            new='total = $ent["$num"]',
+            problem="it assigns with `=` instead of adding, so only the last $ent's $num is kept",
+            fix="add to the total with `+=`",
+            symptom="the total is just the $num of the last $ent",
+        ),
+        Bug(
+            key="no_empty_check",
+            family="average",
+            old="    if not $ents:\n        return 0.0\n    return sum(",
+            new="    return sum(",
+            problem="nothing handles an empty list, so it divides by `len($ents)` = 0",
+            fix="return `0.0` early when there are no $ents",
+            symptom="it crashes with a ZeroDivisionError when there are no $ents",
+        ),
+        Bug(
+            key="no_zero_guard",
+            family="share",
+            old="    if total == 0:\n        return 0.0\n    return round(",
+            new="    return round(",
+            problem="nothing handles a zero total, so the division raises ZeroDivisionError",
+            fix="return `0.0` early when the total is 0",
+            symptom="it crashes with a ZeroDivisionError when the list is empty",
+        ),
+        Bug(
+            key="not_equal",
+            family="find",
+            old='if $ent["$label"] == $label:',
+            new='if $ent["$label"] != $label:',
+            problem="the test is `!=`, so it returns the first $ent that does *not* match",
+            fix="compare with `==`",
+            symptom="it returns the wrong $ent, usually the first one in the list",
+        ),
+        Bug(
+            key="upper_case",
+            family="clean",
+            old="return text.strip().lower()",
+            new="return text.strip().upper()",
+            problem="it calls `.upper()`, so the $label comes back in capitals",
+            fix="call `.lower()` instead",
+            symptom="the cleaned values come out in CAPITALS",
+        ),
+        Bug(
+            key="short_pages",
+            family="paginate",
+            old="$ents[i : i + per_page]",
+            new="$ents[i : i + per_page - 1]",
+            problem="the slice stops at `i + per_page - 1`, so every page loses its last $ent",
+            fix="slice up to `i + per_page`",
+            symptom="each page has one $ent fewer than it should, and some $ents vanish",
+        ),
     )
 }
 EVAL_BUGS: dict[str, Bug] = {
