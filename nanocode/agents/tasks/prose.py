@@ -89,6 +89,11 @@ READ_SPEC_TESTS = (
     "checking the tests in {path} for the exact expected values.",
     "let me see what {path} expects.",
 )
+GREP_CALLERS = (  # the request names no test file: one grep shows the definition and the tests that call it
+    "i'll grep for `{fn}(`: that shows the file it lives in and the tests that call it.",
+    "let me find `{fn}` — where it is defined and which test file uses it.",
+    "searching for calls of `{fn}` to find its file and its tests.",
+)
 GREP_STUB = (
     "let me find the stub first.",
     "searching for the `NotImplementedError` stub.",

@@ -83,6 +83,11 @@ def _facts(repo: Repo, **more: Any) -> dict[str, Any]:
     return {"module_path": repo.module_path, "test_path": repo.test_path, "layout": repo.layout, **more}
 
 
+def _mentions(text: str, path: str) -> bool:
+    """Whether `text` names `path` itself (`stock.py` is not named by `test_stock.py`)."""
+    return re.search(rf"(?<![\w/.]){re.escape(path)}", text) is not None
+
+
 # -- fix a bug --------------------------------------------------------------------------------------------------
 def fix_bug(bug: Bug, pool: dict[str, Family]) -> Callable[[random.Random, Domain], Built]:
     def build(rng: random.Random, d: Domain) -> Built:
@@ -92,11 +97,18 @@ def fix_bug(bug: Bug, pool: dict[str, Family]) -> Callable[[random.Random, Domai
         )
         fn = target.fn(d)
         names = _names(repo, fn=fn, symptom=subst(bug.symptom, d), problem=subst(bug.problem, d), fix=subst(bug.fix, d))
+        request = pick(rng, prose.FIX_REQUESTS, **names)
         b = ScriptBuilder(repo.files)
+        # Every step uses only paths the agent has seen (in the request or a tool result); a script that runs a test
+        # file the request never named teaches the model to invent one.
+        knows_module, knows_tests = _mentions(request, repo.module_path), _mentions(request, repo.test_path)
+        if not knows_tests:
+            b.grep(pick(rng, prose.GREP_CALLERS, **names), rf"{fn}\(", expect=repo.test_path)
+            knows_module = True
         reproduce = rng.random() < 0.6
         if reproduce:
             b.bash(pick(rng, prose.RUN_TESTS_FIRST, **names), repo.test_command, fails=True, expect=fn)
-        if repo.layout == "package" or rng.random() < 0.3:
+        if not knows_module or (knows_tests and rng.random() < 0.3):
             b.grep(pick(rng, prose.GREP_DEF, **names), rf"def {fn}\(", expect=f"{repo.module_path}:")
         reads = prose.READ_AFTER_FAILURE if reproduce else prose.READ_BEFORE_FIX
         b.read(pick(rng, reads, fn=fn, path=repo.module_path), repo.module_path)
@@ -107,7 +119,7 @@ def fix_bug(bug: Bug, pool: dict[str, Family]) -> Callable[[random.Random, Domai
         b.bash(pick(rng, prose.RERUN, **names), repo.test_command, fails=False, expect="tests passed")
         return Built(
             repo,
-            pick(rng, prose.FIX_REQUESTS, **names),
+            request,
             hidden_check(repo, b.files[repo.test_path], target.hidden(d, rng)),
             b.script(pick(rng, prose.FIX_FINALS, **names)),
             _facts(repo, function=fn, final_unverified=pick(rng, prose.FIX_FINALS_UNVERIFIED, **names)),
@@ -123,8 +135,12 @@ def implement(key: str, pool: dict[str, Family]) -> Callable[[random.Random, Dom
         repo = build_repo(d, rng, _with_distractors(rng, pool, target), sources={target.key: target.stub(d)})
         fn = target.fn(d)
         names = _names(repo, fn=fn, doc=subst(target.doc, d), how=subst(target.how, d))
+        request = pick(rng, prose.IMPLEMENT_REQUESTS, **names)
         b = ScriptBuilder(repo.files)
-        if rng.random() < 0.3:
+        knows_module, knows_tests = _mentions(request, repo.module_path), _mentions(request, repo.test_path)
+        if not knows_tests:
+            b.grep(pick(rng, prose.GREP_CALLERS, **names), rf"{fn}\(", expect=repo.test_path)
+        elif not knows_module or rng.random() < 0.3:
             b.grep(pick(rng, prose.GREP_STUB), "raise NotImplementedError", expect=repo.module_path)
         b.read(pick(rng, prose.READ_STUB, fn=fn, path=repo.module_path), repo.module_path)
         if rng.random() < 0.5:
@@ -139,7 +155,7 @@ def implement(key: str, pool: dict[str, Family]) -> Callable[[random.Random, Dom
         b.bash(pick(rng, prose.RUN_AFTER_IMPLEMENT, **names), repo.test_command, fails=False, expect="tests passed")
         return Built(
             repo,
-            pick(rng, prose.IMPLEMENT_REQUESTS, **names),
+            request,
             hidden_check(repo, b.files[repo.test_path], target.hidden(d, rng)),
             b.script(pick(rng, prose.IMPLEMENT_FINALS, **names)),
             _facts(repo, function=fn, final_unverified=pick(rng, prose.IMPLEMENT_FINALS_UNVERIFIED, **names)),
