@@ -229,11 +229,11 @@ def test_variants_break_one_rule_each():
 def test_fix_and_implement_scripts_use_only_paths_the_agent_has_seen():
     """A script that runs a test file its request never named teaches the model to invent one (the d6 model ran
     `python test_trucks.py` in a repository without it). Every file a fix or implement step reads, edits or runs is
-    named in the request or in an earlier tool result."""
+    named in the request or in an earlier tool result; a request that names only the module opens with that module."""
     tasks = RepoTasks(seed=3, kinds=["fix_bug", "implement"]).tasks(40)
-    greps = 0
+    openings = set()
     for task in tasks:
-        seen = task.request
+        seen, calls = task.request, []
         for m in replay(task, task.solution, isolate=False, timeout_s=20).messages:
             call = m.get("tool_call")
             if m["role"] == "assistant" and call:
@@ -241,7 +241,11 @@ def test_fix_and_implement_scripts_use_only_paths_the_agent_has_seen():
                     call["args"]["command"].split()[-1] if call["name"] == "Bash" else None
                 )
                 assert path is None or path in seen, (task.template, task.request, call)
-                greps += call["name"] == "Grep"
+                calls.append(call)
             elif m["role"] == "tool_result":
                 seen += m["content"]
-    assert greps >= len(tasks) / 2  # most requests name no test file, so most scripts grep first
+        openings.add(calls[0]["name"])
+        module, tests = task.facts["module_path"], task.facts["test_path"]
+        if re.search(rf"(?<![\w/.]){re.escape(module)}", task.request) and tests not in task.request:
+            assert calls[0]["name"] == "Grep" or calls[0]["args"]["file_path"] == module, (task.request, calls[0])
+    assert openings == {"Grep", "Read", "Bash"}  # find the file, read the named module, run the named tests

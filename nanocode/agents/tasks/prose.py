@@ -89,10 +89,15 @@ READ_SPEC_TESTS = (
     "checking the tests in {path} for the exact expected values.",
     "let me see what {path} expects.",
 )
-GREP_CALLERS = (  # the request names no test file: one grep shows the definition and the tests that call it
+GREP_CALLERS = (  # the request names no file: one grep shows the definition and the tests that call it
     "i'll grep for `{fn}(`: that shows the file it lives in and the tests that call it.",
     "let me find `{fn}` — where it is defined and which test file uses it.",
     "searching for calls of `{fn}` to find its file and its tests.",
+)
+GREP_TESTS = (  # the request named the module but no test file: find the tests before running them
+    "now i'll find the tests that call `{fn}`.",
+    "let me grep for `{fn}(` to find its tests.",
+    "which test file covers `{fn}`? a grep will say.",
 )
 GREP_STUB = (
     "let me find the stub first.",

@@ -100,15 +100,16 @@ def fix_bug(bug: Bug, pool: dict[str, Family]) -> Callable[[random.Random, Domai
         request = pick(rng, prose.FIX_REQUESTS, **names)
         b = ScriptBuilder(repo.files)
         # Every step uses only paths the agent has seen (in the request or a tool result); a script that runs a test
-        # file the request never named teaches the model to invent one.
+        # file the request never named teaches the model to invent one. A request that names the module starts with
+        # it and finds the tests after the fix.
         knows_module, knows_tests = _mentions(request, repo.module_path), _mentions(request, repo.test_path)
-        if not knows_tests:
+        if not (knows_module or knows_tests):  # one grep of its callers shows both
             b.grep(pick(rng, prose.GREP_CALLERS, **names), rf"{fn}\(", expect=repo.test_path)
-            knows_module = True
-        reproduce = rng.random() < 0.6
+            knows_module = knows_tests = True
+        reproduce = knows_tests and rng.random() < 0.6
         if reproduce:
             b.bash(pick(rng, prose.RUN_TESTS_FIRST, **names), repo.test_command, fails=True, expect=fn)
-        if not knows_module or (knows_tests and rng.random() < 0.3):
+        if not knows_module or rng.random() < 0.3:
             b.grep(pick(rng, prose.GREP_DEF, **names), rf"def {fn}\(", expect=f"{repo.module_path}:")
         reads = prose.READ_AFTER_FAILURE if reproduce else prose.READ_BEFORE_FIX
         b.read(pick(rng, reads, fn=fn, path=repo.module_path), repo.module_path)
@@ -116,6 +117,8 @@ def fix_bug(bug: Bug, pool: dict[str, Family]) -> Callable[[random.Random, Domai
         wrong, right = subst(bug.new, d), subst(bug.old, d)
         at = module.index(wrong, module.index(f"def {fn}("))
         b.edit(pick(rng, prose.EDIT_FIX, **names), repo.module_path, wrong, right, at=at)
+        if not knows_tests:
+            b.grep(pick(rng, prose.GREP_TESTS, **names), rf"{fn}\(", expect=repo.test_path)
         b.bash(pick(rng, prose.RERUN, **names), repo.test_command, fails=False, expect="tests passed")
         return Built(
             repo,
@@ -138,12 +141,13 @@ def implement(key: str, pool: dict[str, Family]) -> Callable[[random.Random, Dom
         request = pick(rng, prose.IMPLEMENT_REQUESTS, **names)
         b = ScriptBuilder(repo.files)
         knows_module, knows_tests = _mentions(request, repo.module_path), _mentions(request, repo.test_path)
-        if not knows_tests:
+        if not (knows_module or knows_tests):  # as in fix_bug
             b.grep(pick(rng, prose.GREP_CALLERS, **names), rf"{fn}\(", expect=repo.test_path)
+            knows_module = knows_tests = True
         elif not knows_module or rng.random() < 0.3:
             b.grep(pick(rng, prose.GREP_STUB), "raise NotImplementedError", expect=repo.module_path)
         b.read(pick(rng, prose.READ_STUB, fn=fn, path=repo.module_path), repo.module_path)
-        if rng.random() < 0.5:
+        if knows_tests and rng.random() < 0.5:
             b.read(pick(rng, prose.READ_SPEC_TESTS, path=repo.test_path), repo.test_path)
         stub = f"{target.docstring(d)}\n    raise NotImplementedError"
         b.edit(
@@ -152,6 +156,8 @@ def implement(key: str, pool: dict[str, Family]) -> Callable[[random.Random, Dom
             stub,
             f"{target.docstring(d)}\n{target.code(d)}",
         )
+        if not knows_tests:
+            b.grep(pick(rng, prose.GREP_TESTS, **names), rf"{fn}\(", expect=repo.test_path)
         b.bash(pick(rng, prose.RUN_AFTER_IMPLEMENT, **names), repo.test_command, fails=False, expect="tests passed")
         return Built(
             repo,
