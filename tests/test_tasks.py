@@ -23,7 +23,7 @@ from nanocode.agents.tasks import (
 )
 from nanocode.agents.tasks.heldout_functions import EVAL_FAMILIES
 from nanocode.agents.tasks.script import unique_span
-from nanocode.agents.tasks.templates import FRESH_WORDS
+from nanocode.agents.tasks.templates import FRESH_WORDS, _mentions
 from nanocode.agents.tasks.vocab import DOMAINS, varied_domain
 from nanocode.core.errors import ConfigError
 from nanocode.core.kinds import TASK_GENERATORS
@@ -246,6 +246,6 @@ def test_fix_and_implement_scripts_use_only_paths_the_agent_has_seen():
                 seen += m["content"]
         openings.add(calls[0]["name"])
         module, tests = task.facts["module_path"], task.facts["test_path"]
-        if re.search(rf"(?<![\w/.]){re.escape(module)}", task.request) and tests not in task.request:
+        if _mentions(task.request, module) and not _mentions(task.request, tests):
             assert calls[0]["name"] == "Grep" or calls[0]["args"]["file_path"] == module, (task.request, calls[0])
     assert openings == {"Grep", "Read", "Bash"}  # find the file, read the named module, run the named tests
