@@ -13,16 +13,11 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from nanocode import __version__
-from nanocode.core.checkpoint import (
-    Checkpointer,
-    PreemptionGuard,
-    check_compatible,
-    config_bindings,
-    fingerprint,
-    make_meta,
-)
+from nanocode.core.checkpoint import Checkpointer, fingerprint, make_meta
 from nanocode.core.errors import CheckpointError, CorruptCheckpoint
 from nanocode.core.mesh import AxesMesh, activate, logical_state, with_shardings
+from nanocode.core.preemption import PreemptionGuard
+from nanocode.core.resume_check import check_compatible, config_bindings
 
 
 class Tiny(nnx.Module):

@@ -17,10 +17,10 @@ previous complete one. Saves are asynchronous: the arrays are copied to host mem
 before the process exits.
 
     ckpt = Checkpointer(workspace.checkpoint_dir("base"), max_to_keep=3)
-    if (step := ckpt.latest_step()) is not None:
+    if (step := ckpt.latest_step()) is not None:  # check_compatible: nanocode.core.resume_check
         check_compatible(ckpt.read_meta(step), make_meta(config=..., tokenizer=..., data_spec=...), force=args.force)
         restored = ckpt.restore(step, abstract_state=nnx.state(model))   # the live arrays give the target shardings
-    with PreemptionGuard() as guard:
+    with PreemptionGuard() as guard:  # nanocode.core.preemption
         for step in ...:
             ...
             if step % save_every == 0 or guard.should_stop(step):
@@ -36,10 +36,8 @@ import gc
 import hashlib
 import json
 import logging
-import signal
 import sys
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,12 +58,8 @@ log = logging.getLogger(__name__)
 
 ITEMS = ("state", "data", "meta")
 COMMIT_FILE = "_CHECKPOINT_METADATA"  # orbax writes it into a step when the step is finalised
-# The fields that must match for a resume to make sense, and how an error names them.
-COMPATIBLE_FIELDS = {"config": "config", "tokenizer": "tokenizer fingerprint", "data_spec": "data spec fingerprint"}
 # Integrity records written into meta: per-array checksums, the data position's fingerprint, meta's own.
 ARRAYS_KEY, DATA_KEY, META_KEY = "array_checksums", "data_checksum", "meta_checksum"
-# Config bindings that may change between a save and its resume (the mesh is resharded on restore).
-RESUMABLE_BINDINGS = ("axes", "distributed_initialize")
 
 
 def fingerprint(obj: Any) -> str:
@@ -480,135 +474,6 @@ def restore_targets(tree: PyTree, mesh: Mesh | None = None) -> PyTree:
 def _current_mesh() -> Mesh | None:
     mesh = jax.sharding.get_mesh()
     return mesh if isinstance(mesh, Mesh) and not mesh.empty else None
-
-
-# ------------------------------------------------------------------------------------------------ compatibility
-def check_compatible(
-    meta: Mapping[str, Any],
-    expected: Mapping[str, Any],
-    force: bool = False,
-    *,
-    resumable: Sequence[str] = RESUMABLE_BINDINGS,
-) -> list[str]:
-    """Refuse (CheckpointError, one line) to resume a checkpoint made with another config, tokenizer or data spec.
-
-    Fields missing from `expected` are not checked. Config texts are compared binding by binding, ignoring the
-    configurables and macros named in `resumable` (the mesh may change on resume). With force=True the mismatches
-    are returned (for a warning) instead of raised.
-    """
-    problems = []
-    for field, label in COMPATIBLE_FIELDS.items():
-        want = expected.get(field)
-        if want is None:
-            continue
-        have = meta.get(field)
-        if field == "config":
-            diff = _config_diff(str(have or ""), str(want), resumable)
-            if diff:
-                problems.append(f"config differs at {diff}")
-        elif have != want:
-            problems.append(f"{label} differs (checkpoint {have!r}, this run {want!r})")
-    if problems and not force:
-        where = f"checkpoint step {meta.get('step', '?')}"
-        raise CheckpointError(f"{where}: {problems[0]}; refusing to resume (force=True / --force overrides)")
-    for p in problems:
-        log.warning("resuming despite: %s", p)
-    return problems
-
-
-def config_bindings(config: str, ignore: Sequence[str] = ()) -> dict[str, str]:
-    """Parse gin's config_str into {selector: value}, joining continuation lines and skipping comments/ignored names."""
-    bindings: dict[str, str] = {}
-    current = None
-    for line in config.splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        if line[0].isspace() and current is not None:  # gin wraps long values onto indented lines
-            bindings[current] += " " + line.strip()
-            continue
-        selector, sep, value = line.partition("=")
-        if not sep:  # `import x` / `include '...'` lines
-            selector, value = line.strip(), ""
-        current = " ".join(selector.split())
-        bindings[current] = value.strip()
-    ignored = set(ignore)
-    return {
-        k: " ".join(v.replace("\\", " ").split())
-        for k, v in bindings.items()
-        if _configurable_name(k) not in ignored and k not in ignored
-    }
-
-
-def _configurable_name(selector: str) -> str:
-    """'train/nanocode.mesh.axes.shape' -> 'axes'; a macro 'MESH' -> 'MESH'."""
-    name = selector.rsplit("/", 1)[-1]
-    return name.rsplit(".", 2)[-2] if name.count(".") >= 1 else name
-
-
-def _config_diff(saved: str, current: str, ignore: Sequence[str]) -> str:
-    a, b = config_bindings(saved, ignore), config_bindings(current, ignore)
-    for key in sorted(set(a) | set(b)):
-        if a.get(key) != b.get(key):
-            return f"{key} (checkpoint {_short(a.get(key))}, this run {_short(b.get(key))})"
-    return ""
-
-
-def _short(value: str | None, limit: int = 60) -> str:
-    if value is None:
-        return "unset"
-    return value if len(value) <= limit else value[: limit - 3] + "..."
-
-
-# ------------------------------------------------------------------------------------------------ preemption
-class PreemptionGuard:
-    """Turn SIGTERM (and a first Ctrl-C) into a flag the training loop checks, so it saves and exits cleanly.
-
-    Single process: a Python handler sets the flag; a second signal restores the old handler and re-delivers it
-    (so a second Ctrl-C still aborts). Multi-process: JAX's preemption service owns SIGTERM and agrees on a step
-    all processes save at, so `should_stop(step)` asks orbax instead; call it on every process at every step.
-    """
-
-    def __init__(self, signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)):
-        self.signals = tuple(signals)
-        self._flag = threading.Event()
-        self._previous: dict[int, Any] = {}
-
-    @property
-    def requested(self) -> bool:
-        return self._flag.is_set()
-
-    def request(self) -> None:
-        """Ask the loop to stop as if a signal had arrived (tests, or a wall-clock budget)."""
-        self._flag.set()
-
-    def should_stop(self, step: int) -> bool:
-        if self._flag.is_set():
-            return True
-        if jax.process_count() > 1 and ocp.multihost.reached_preemption(step):
-            self._flag.set()
-        return self._flag.is_set()
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self._flag.is_set():  # second signal: give up on a clean exit
-            self._restore()
-            signal.raise_signal(signum)
-            return
-        log.warning("received %s: saving a checkpoint and stopping after this step", signal.Signals(signum).name)
-        self._flag.set()
-
-    def __enter__(self) -> PreemptionGuard:
-        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-            for s in self.signals:
-                self._previous[s] = signal.signal(s, self._handle)
-        return self
-
-    def _restore(self) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-        self._previous.clear()
-
-    def __exit__(self, *exc) -> None:
-        self._restore()
 
 
 # ------------------------------------------------------------------------------------------------ helpers

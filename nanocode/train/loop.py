@@ -35,15 +35,11 @@ from flax import nnx
 from nanocode.core import config as config_lib
 from nanocode.core import mesh as mesh_lib
 from nanocode.core import progress as progress_lib
-from nanocode.core.checkpoint import (
-    Checkpointer,
-    PreemptionGuard,
-    check_compatible,
-    fingerprint,
-    make_meta,
-)
+from nanocode.core.checkpoint import Checkpointer, fingerprint, make_meta
 from nanocode.core.errors import CheckpointError, ConfigError, StageInterrupted
 from nanocode.core.interfaces import Tokenizer
+from nanocode.core.preemption import PreemptionGuard
+from nanocode.core.resume_check import check_compatible
 from nanocode.core.workspace import Workspace
 from nanocode.train import mfu as mfu_lib
 from nanocode.train.bpb import make_eval_step
