@@ -128,15 +128,10 @@ GREP_USES = (
     "let me grep for `{old}` to see all the uses.",
     "searching the repo for `{old}`.",
 )
-READ_FOR_RENAME = (
-    "reading {path} before editing it.",
-    "let me read {path}.",
-    "{path} mentions it; reading it first.",
-)
-EDIT_RENAME = (
-    "renaming it on {where}.",
-    "updating {where}.",
-    "{where} next.",
+SED_RENAME = (
+    "the grep shows every use; one `sed` over the files it lists renames them all.",
+    "renaming every use in place with `sed`, on the files that mention `{old}`.",
+    "`{old}` is used in those files; `sed` can rename the whole word in all of them at once.",
 )
 RUN_AFTER_RENAME = (
     "running the tests to make sure nothing broke.",

@@ -172,38 +172,24 @@ def implement(key: str, pool: dict[str, Family]) -> Callable[[random.Random, Dom
 
 # -- rename across files ----------------------------------------------------------------------------------------
 def _rename_script(rng: random.Random, repo: Repo, old: str, new: str, what: str) -> tuple[ScriptBuilder, dict]:
-    """Grep the uses, then per file: Read, one Edit per line that mentions the name; run the tests, grep again."""
+    """Grep the uses, rename every use with one `sed` over the files that mention it, run the tests, grep again.
+
+    One command instead of a Read and Edits per file: Reads echo whole files, which made a rename too long for a
+    2,048-token conversation, and `sed` needs only the two names the request gives (what a small model can copy).
+    """
     pattern = rf"\b{old}\b"
     names = _names(repo, old=old, new=new, what=what)
     b = ScriptBuilder(repo.files)
     b.grep(pick(rng, prose.GREP_USES, **names), pattern, expect=f"{repo.module_path}:")
     files = [p for p in (repo.module_path, repo.report_path, repo.test_path) if re.search(pattern, repo.files[p])]
-    edited = 0
-    for path in files:
-        b.read(pick(rng, prose.READ_FOR_RENAME, path=path), path)
-        for first, last in _line_groups(b.files[path], pattern):
-            lines = b.files[path].split("\n")
-            block = "\n".join(lines[first - 1 : last])
-            at = sum(len(x) + 1 for x in lines[: first - 1])
-            where = f"line {first}" if first == last else f"lines {first}-{last}"
-            b.edit(pick(rng, prose.EDIT_RENAME, where=where), path, block, re.sub(pattern, new, block), at=at)
-            edited += sum(bool(re.search(pattern, x)) for x in lines[first - 1 : last])
+    edited = sum(bool(re.search(pattern, line)) for p in files for line in b.files[p].split("\n"))
+    command = f"grep -rlw {old} . | xargs sed -i 's/\\b{old}\\b/{new}/g'"
+    b.bash(pick(rng, prose.SED_RENAME, **names), command, fails=False)
+    b.files.update({p: re.sub(pattern, new, b.files[p]) for p in files})
     b.bash(pick(rng, prose.RUN_AFTER_RENAME, **names), repo.test_command, fails=False, expect="tests passed")
     b.grep(pick(rng, prose.GREP_LEFTOVERS, **names), pattern, expect="no matches found")
     names.update(n=edited, files=", ".join(files))
     return b, names
-
-
-def _line_groups(text: str, pattern: str) -> list[tuple[int, int]]:
-    """(first, last) 1-based line ranges to edit: lines that match, merged when at most one line apart."""
-    hits = [i for i, line in enumerate(text.split("\n"), start=1) if re.search(pattern, line)]
-    groups: list[list[int]] = []
-    for i in hits:
-        if groups and i - groups[-1][1] <= 2:
-            groups[-1][1] = i
-        else:
-            groups.append([i, i])
-    return [(a, b) for a, b in groups]
 
 
 def _no_leftovers(old: str) -> list[str]:
