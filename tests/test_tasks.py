@@ -226,21 +226,19 @@ def test_variants_break_one_rule_each():
     assert set(PRINCIPLES) == {"read-before-edit", "verify-before-done", "no-follow-up-offers", "think-out-loud"}
 
 
-def test_fix_and_implement_scripts_use_only_paths_the_agent_has_seen():
+def test_training_scripts_use_only_paths_the_agent_has_seen():
     """A script that runs a test file its request never named teaches the model to invent one (the d6 model ran
-    `python test_trucks.py` in a repository without it). Every file a fix or implement step reads, edits or runs is
-    named in the request or in an earlier tool result; a request that names only the module opens with that module."""
-    tasks = RepoTasks(seed=3, kinds=["fix_bug", "implement"]).tasks(40)
+    `python test_trucks.py` in a repository without it). Every file a fix, implement or rename step reads, edits or
+    runs is named in the request or in an earlier tool result; a request that names only the module opens with it."""
+    tasks = RepoTasks(seed=3, kinds=["fix_bug", "implement", "rename"]).tasks(48)
     openings = set()
     for task in tasks:
         seen, calls = task.request, []
         for m in replay(task, task.solution, isolate=False, timeout_s=20).messages:
             call = m.get("tool_call")
             if m["role"] == "assistant" and call:
-                path = call["args"].get("file_path") or (
-                    call["args"]["command"].split()[-1] if call["name"] == "Bash" else None
-                )
-                assert path is None or path in seen, (task.template, task.request, call)
+                paths = re.findall(r"[\w/.]+\.py\b", call["args"].get("file_path") or call["args"].get("command", ""))
+                assert all(path in seen for path in paths), (task.template, task.request, call)
                 calls.append(call)
             elif m["role"] == "tool_result":
                 seen += m["content"]
