@@ -21,7 +21,8 @@ from nanocode.core.errors import ConfigError
 from nanocode.core.workspace import Workspace
 from nanocode.data.conversation import ConversationCodec
 from nanocode.evals.model_io import make_scorer
-from nanocode.evals.run import Evaluation, SuiteContext, humaneval_prompt, run_tool_calls
+from nanocode.evals.run import Evaluation
+from nanocode.evals.suites import SuiteContext, humaneval_prompt, run_tool_calls
 from nanocode.models.gpt import GPT
 from nanocode.train.state import init_train_state
 from tests.helpers import load_experiment, small_tokenizer
