@@ -2,6 +2,7 @@
 SOUL-breaking variants."""
 
 import builtins
+import json
 import random
 import re
 import sys
@@ -226,10 +227,11 @@ def test_variants_break_one_rule_each():
     assert set(PRINCIPLES) == {"read-before-edit", "verify-before-done", "no-follow-up-offers", "think-out-loud"}
 
 
-def test_training_scripts_use_only_paths_the_agent_has_seen():
+def test_training_scripts_use_only_paths_and_names_the_agent_has_seen():
     """A script that runs a test file its request never named teaches the model to invent one (the d6 model ran
-    `python test_trucks.py` in a repository without it). Every file a fix, implement or rename step reads, edits or
-    runs is named in the request or in an earlier tool result; a request that names only the module opens with it."""
+    `python test_trucks.py` in a repository without it, and grepped `def total_lavor` for a request that named no
+    function). Every file a fix, implement or rename step reads, edits or runs, and the function it is about, is
+    named in the request or in an earlier tool result; a request that names only the module opens with it."""
     tasks = RepoTasks(seed=3, kinds=["fix_bug", "implement", "rename"]).tasks(48)
     openings = set()
     for task in tasks:
@@ -239,6 +241,9 @@ def test_training_scripts_use_only_paths_the_agent_has_seen():
             if m["role"] == "assistant" and call:
                 paths = re.findall(r"[\w/.]+\.py\b", call["args"].get("file_path") or call["args"].get("command", ""))
                 assert all(path in seen for path in paths), (task.template, task.request, call)
+                fn = task.facts.get("function")
+                if fn and re.search(rf"\b{fn}\b", m["content"] + json.dumps(call)):
+                    assert re.search(rf"\b{fn}\b", seen), (task.template, task.request, m)
                 calls.append(call)
             elif m["role"] == "tool_result":
                 seen += m["content"]

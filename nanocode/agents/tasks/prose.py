@@ -55,6 +55,11 @@ READ_AFTER_FAILURE = (
     "the failing assert is on `{fn}` — reading {path} to see how it works.",
     "the failure is in `{fn}`. let me read {path}.",
 )
+READ_FOR_CAUSE = (  # the request names the module and a symptom, not the function
+    "reading {path} to find what causes it.",
+    "let me read {path} and look for the cause.",
+    "the bug is somewhere in {path}; reading it.",
+)
 READ_BEFORE_FIX = (
     "reading {path} to see how `{fn}` works.",
     "let me look at `{fn}` in {path}.",

@@ -99,19 +99,22 @@ def fix_bug(bug: Bug, pool: dict[str, Family]) -> Callable[[random.Random, Domai
         names = _names(repo, fn=fn, symptom=subst(bug.symptom, d), problem=subst(bug.problem, d), fix=subst(bug.fix, d))
         request = pick(rng, prose.FIX_REQUESTS, **names)
         b = ScriptBuilder(repo.files)
-        # Every step uses only paths the agent has seen (in the request or a tool result); a script that runs a test
-        # file the request never named teaches the model to invent one. A request that names the module starts with
-        # it and finds the tests after the fix.
+        # Every step uses only paths and names the agent has seen (in the request or a tool result); a script that
+        # runs a test file or greps a function the request never named teaches the model to invent one. A request
+        # that names the module starts with it and finds the tests after the fix.
         knows_module, knows_tests = _mentions(request, repo.module_path), _mentions(request, repo.test_path)
-        if not (knows_module or knows_tests):  # one grep of its callers shows both
+        knows_fn = re.search(rf"\b{fn}\b", request) is not None
+        if not (knows_module or knows_tests):  # the request names the function: one grep of its callers shows both
             b.grep(pick(rng, prose.GREP_CALLERS, **names), rf"{fn}\(", expect=repo.test_path)
             knows_module = knows_tests = True
-        reproduce = knows_tests and rng.random() < 0.6
+        # the failing assert names the function, the only way to learn it from a request that names only the tests
+        reproduce = knows_tests and (not (knows_fn or knows_module) or rng.random() < 0.6)
         if reproduce:
             b.bash(pick(rng, prose.RUN_TESTS_FIRST, **names), repo.test_command, fails=True, expect=fn)
-        if not knows_module or rng.random() < 0.3:
+            knows_fn = True
+        if not knows_module or (knows_fn and rng.random() < 0.3):
             b.grep(pick(rng, prose.GREP_DEF, **names), rf"def {fn}\(", expect=f"{repo.module_path}:")
-        reads = prose.READ_AFTER_FAILURE if reproduce else prose.READ_BEFORE_FIX
+        reads = prose.READ_AFTER_FAILURE if reproduce else prose.READ_BEFORE_FIX if knows_fn else prose.READ_FOR_CAUSE
         b.read(pick(rng, reads, fn=fn, path=repo.module_path), repo.module_path)
         module = b.files[repo.module_path]
         wrong, right = subst(bug.new, d), subst(bug.old, d)
