@@ -12,6 +12,7 @@ from nanocode.agents.tasks.bugs import EVAL_BUGS, TRAIN_BUGS
 from nanocode.agents.tasks.functions import TRAIN_FAMILIES
 from nanocode.agents.tasks.heldout_functions import EVAL_FAMILIES
 from nanocode.agents.tasks.vocab import DOMAINS
+from nanocode.core.errors import ConfigError
 from nanocode.core.kinds import EVAL_SUITES
 
 N = len(EVAL_TEMPLATES)  # one task per held-out template
@@ -45,6 +46,18 @@ def test_every_eval_task_needs_an_edit_or_an_answer_only_a_search_finds():
             assert task.check.path not in task.request  # the answer is not in the question
         else:  # an Edit, or (renames) a `sed -i` over the files that mention the old name
             assert any(s.tool == "Edit" or "sed -i" in s.args.get("command", "") for s in task.solution.steps)
+
+
+def test_tasks_per_kind_samples_one_kind_more_and_extends_the_even_suite():
+    even = AgenticEval(n_tasks=3 * N, seed=1).tasks()
+    skewed = AgenticEval(seed=1, tasks_per_kind={"locate": 5, "rename": 2}).tasks()
+    assert [t.kind for t in skewed].count("locate") == 5 and [t.kind for t in skewed].count("rename") == 2
+    assert len({t.id for t in skewed}) == len(skewed) == 7  # distinct tasks (the oracle keys scripts by id)
+    # the even suite's locate tasks are the first ones of the larger sample, so results stay comparable
+    even_locate = [t.id for t in even if t.kind == "locate"]
+    assert [t.id for t in skewed if t.kind == "locate"][: len(even_locate)] == even_locate
+    with pytest.raises(ConfigError, match="no 'debug' template"):
+        RepoTasks(seed=1, templates="heldout").kind_indices("debug", 2)
 
 
 def test_registered():

@@ -158,6 +158,8 @@ def test_bad_settings_are_one_line_config_errors():
         ({"humaneval_samples": 4, "humaneval_ks": [1, 8], "humaneval_temperature": 0.8}, "humaneval_ks"),
         ({"humaneval_samples": 4, "humaneval_ks": [1]}, "greedy samples"),
         ({"agentic_temperature": -1.0}, "agentic_temperature"),
+        ({"agentic_tasks_per_kind": {"locate": 8, "debug": 2}}, "agentic_tasks_per_kind"),
+        ({"agentic_tasks_per_kind": {"locate": 0}}, "agentic_tasks_per_kind"),
     ):
         with pytest.raises(ConfigError, match=match) as e:
             Evaluation(**kw)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,8 +113,12 @@ class AgenticEval:
         isolate: bool = True,
         constitution: Constitution | None = None,
         system_prompt: str | None = None,
+        tasks_per_kind: Mapping[str, int] | None = None,
     ):
         self.n_tasks, self.seed, self.max_steps = n_tasks, seed, max_steps
+        # Instead of n_tasks cycled evenly over the templates: so many tasks of each kind, e.g. enough of the kind
+        # RL trains on that its interval can tell the stages apart.
+        self.tasks_per_kind = dict(tasks_per_kind) if tasks_per_kind else None
         self.system_prompt = system_prompt  # None: nanocode's, listing the tools
         self.timeout_s, self.isolate = timeout_s, isolate
         self.constitution = constitution
@@ -122,7 +126,12 @@ class AgenticEval:
 
     def tasks(self) -> list[Task]:
         if self._tasks is None:
-            self._tasks = RepoTasks(self.seed, templates="heldout").tasks(self.n_tasks)
+            tasks = RepoTasks(self.seed, templates="heldout")
+            if self.tasks_per_kind is None:
+                self._tasks = tasks.tasks(self.n_tasks)
+            else:
+                indices = [i for kind, n in self.tasks_per_kind.items() for i in tasks.kind_indices(kind, n)]
+                self._tasks = [tasks.task(i) for i in sorted(indices)]
         return self._tasks
 
     def oracle(self) -> OraclePolicy:

@@ -28,13 +28,14 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from nanocode.agents.loading import STAGES, InferenceModel, latest_stage, load
 from nanocode.agents.policy import system_prompt
+from nanocode.agents.tasks.templates import EVAL_TEMPLATES
 from nanocode.agents.tools import build_tools
 from nanocode.core.checkpoint import Checkpointer
 from nanocode.core.errors import ConfigError, NanocodeError
@@ -81,7 +82,8 @@ class Evaluation:
     humaneval_max_tokens: int = 256
     humaneval_workers: int = 2  # completions executed at once
     # agentic
-    agentic_tasks: int = 28
+    agentic_tasks: int = 28  # cycled evenly over the held-out templates
+    agentic_tasks_per_kind: Mapping[str, int] | None = None  # instead: so many of each kind, e.g. {'locate': 36}
     agentic_max_steps: int = 30
     agentic_max_tokens: int = 256  # per model reply
     agentic_temperature: float = 0.0
@@ -108,6 +110,12 @@ class Evaluation:
         for name in ("agentic_tasks", "agentic_max_steps", "agentic_max_tokens", "tool_call_max_tokens"):
             if getattr(self, name) < 1:
                 bad(f"{name} = {getattr(self, name)}: must be >= 1")
+        if self.agentic_tasks_per_kind is not None:
+            kinds = sorted({t.kind for t in EVAL_TEMPLATES.values()})
+            if not self.agentic_tasks_per_kind or any(
+                k not in kinds or n < 1 for k, n in self.agentic_tasks_per_kind.items()
+            ):
+                bad(f"agentic_tasks_per_kind = {dict(self.agentic_tasks_per_kind)}: counts >= 1 of kinds {kinds}")
         if self.tool_call_prompts < 1:
             bad(f"tool_call_prompts = {self.tool_call_prompts}: must be >= 1")
         if not self.humaneval_ks or any(k < 1 or k > self.humaneval_samples for k in self.humaneval_ks):

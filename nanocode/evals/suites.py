@@ -183,7 +183,11 @@ def run_humaneval(ctx: SuiteContext) -> dict[str, Any]:
 def run_agentic(ctx: SuiteContext, log_name: str = "agentic.jsonl") -> dict[str, Any]:
     exp = ctx.exp
     suite = AgenticEval(
-        n_tasks=exp.agentic_tasks, seed=exp.seed, max_steps=exp.agentic_max_steps, system_prompt=exp.system
+        n_tasks=exp.agentic_tasks,
+        seed=exp.seed,
+        max_steps=exp.agentic_max_steps,
+        system_prompt=exp.system,
+        tasks_per_kind=exp.agentic_tasks_per_kind,
     )
     sampling = SamplingParams(exp.agentic_temperature, top_k=50 if exp.agentic_temperature else 0, seed=exp.seed)
     policy = ModelPolicy(ctx.engine(), ctx.codec, sampling=sampling, max_new_tokens=exp.agentic_max_tokens)

@@ -261,8 +261,9 @@ COUNT_OVER = Family(
     cases=_count_over_cases,
     hidden=_count_over_hidden,
     aliases=("count_above_limit", "num_${ents}_over", "${ents}_over_limit"),
-    summary='f"over $high: {count_${ents}_over($ents, $high)}"',
+    summary='f"over {${NUM}_THRESHOLD}: {count_${ents}_over($ents, ${NUM}_THRESHOLD)}"',
     how="it counts the $ents whose $num is strictly above the limit",
+    constants="${NUM}_THRESHOLD = $high\n",  # the report's limit: an upper-case name a rename can copy
 )
 FIND = Family(
     key="find",

@@ -78,3 +78,14 @@ class RepoTasks:
 
     def tasks(self, count: int, start: int = 0) -> list[Task]:
         return [self.task(i) for i in range(start, start + count)]
+
+    def kind_indices(self, kind: str, count: int) -> list[int]:
+        """The first `count` task indices of this held-out set whose template is of `kind`: the same tasks an even
+        suite of that many of the kind would hold, so a larger sample of one kind extends the even one."""
+        if self.set_name != "heldout":
+            raise ConfigError("repo_tasks: kind_indices needs the held-out set (training draws its templates)")
+        eligible = [t for t in self.templates.values() if t.kind in self.kinds]
+        positions = [i for i, t in enumerate(eligible) if t.kind == kind]
+        if not positions:
+            raise ConfigError(f"repo_tasks: no {kind!r} template in the held-out set (kinds: {self.kinds})")
+        return [cycle * len(eligible) + p for cycle in range(count) for p in positions][:count]
