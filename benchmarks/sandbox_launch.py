@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from nanocode.agents.sandbox import JAIL, Sandbox, _candidate_plans
+from nanocode.agents.isolation import candidate_plans
+from nanocode.agents.sandbox import JAIL, Sandbox
 
 
 def median_ms(fn, runs: int) -> float:
@@ -37,7 +38,7 @@ def median_ms(fn, runs: int) -> float:
 def bwrap_argv(sandbox: Sandbox) -> list[str]:
     """bubblewrap with the jail's policy: the same read-only binds, tmpfs, minimal /dev, fresh /proc, no network."""
     argv = ["bwrap", "--unshare-net", "--unshare-pid", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
-    plan = _candidate_plans(network=False)[0]
+    plan = candidate_plans(network=False)[0]
     for step in sandbox._jail_steps(plan):
         kind, dest = step[0], step[1]
         if kind == "bind" and os.path.islink(step[2]):
@@ -68,7 +69,7 @@ def main() -> None:
         with Sandbox(root) as sb:
             print("isolation:", sb.isolation.describe())
             rows.append(("Sandbox.run, private root (this sandbox)", median_ms(lambda: sb.run("true"), args.runs)))
-            plan = _candidate_plans(network=False)[0]
+            plan = candidate_plans(network=False)[0]
             steps = [word for step in sb._jail_steps(plan) for word in step]
             jail = [*plan.prefix, sys.executable, "-I", "-S", str(JAIL), str(sb.home), root, *steps, "--", "/bin/true"]
             rows.append(("unshare + jail.py, bare", median_ms(lambda: subprocess.run(jail, check=True), args.runs)))

@@ -57,15 +57,14 @@ import subprocess
 import sys
 import tempfile
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 
 from nanocode.agents import cgroups
 from nanocode.agents.cgroups import CommandGroup
+from nanocode.agents.isolation import SYSTEM_PATH, Isolation, LaunchPlan, candidate_plans
 from nanocode.agents.supervisor import CommandResult, Supervisor, read_available
 from nanocode.core.errors import ConfigError, NanocodeError
 
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LAUNCH_ATTEMPTS = 3  # launches of one command whose launcher died before the command started
 KERNEL_PID_CAP_MIN = 300  # pid_max cannot go below 301 (RESERVED_PIDS + 1)
 ALLOW_UNISOLATED_ENV = "NANOCODE_ALLOW_UNISOLATED"  # "1": the user's opt-in to commands without isolation
@@ -90,47 +89,7 @@ class SandboxPathError(NanocodeError):
     """A tool path that is not inside the workspace (or not a path at all)."""
 
 
-@dataclass(frozen=True)
-class Isolation:
-    """What containment a command actually gets on this machine (probed, never assumed)."""
-
-    network_removed: bool = False  # own empty network namespace
-    pid_namespace: bool = False  # own PID namespace and /proc; killing it kills every process in it
-    private_root: bool = False  # a fresh root: only the workspace, read-only system dirs, no host sockets or home
-    readonly_outside: bool = False  # no host file outside the workspace can be written
-    capabilities_dropped: bool = False  # root inside runs with no capabilities
-    kernel_process_cap: int | None = None  # fork fails beyond this many processes (pids cgroup, pid_max or NPROC)
-    memory_limit: int | None = None  # bytes for all processes of a command together (a memory cgroup)
-    cgroup_version: int | None = None  # the control group hierarchy the whole-command limits come from
-
-    def describe(self) -> str:
-        cap = f"kernel process cap {self.kernel_process_cap}" if self.kernel_process_cap else "no kernel process cap"
-        memory = (
-            f"memory limit {self.memory_limit} bytes per command (cgroup v{self.cgroup_version})"
-            if self.memory_limit
-            else "memory limited per process only"
-        )
-        flags = [
-            ("network removed", self.network_removed),
-            ("pid namespace", self.pid_namespace),
-            ("private root", self.private_root),
-            ("read-only outside workspace", self.readonly_outside),
-            ("capabilities dropped", self.capabilities_dropped),
-        ]
-        return ", ".join(f"{name}: {'yes' if on else 'NO'}" for name, on in flags) + f", {cap}, {memory}"
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """How to launch: the unshare prefix, the isolation it gives, and whether the jail builds a private root."""
-
-    prefix: tuple[str, ...]
-    isolation: Isolation
-    use_pid_max: bool
-    jail: bool = False
-
-
-_PLAN_CACHE: dict[tuple, _Plan] = {}
+_PLAN_CACHE: dict[tuple, LaunchPlan] = {}
 
 
 def check_path_text(text: object) -> str:
@@ -312,7 +271,7 @@ class Sandbox:
         return CommandGroup.create(self.memory_bytes, self.max_processes) if groups.parents else None
 
     def _launch(
-        self, plan: _Plan, command: str, group: CommandGroup | None, timeout_s: float
+        self, plan: LaunchPlan, command: str, group: CommandGroup | None, timeout_s: float
     ) -> tuple[CommandResult, bytes | None]:
         """One launch: (the result, whether the command started). With a control group, a gate holds the launcher
         until it is in the group, so every process of the command is born inside it."""
@@ -361,7 +320,7 @@ class Sandbox:
                 if fd >= 0:
                     os.close(fd)
 
-    def _launcher(self, plan: _Plan, command: str, started_fd: int | None = None) -> list[str]:
+    def _launcher(self, plan: LaunchPlan, command: str, started_fd: int | None = None) -> list[str]:
         """`bash -c PRELUDE` that sets limits (and pid_max when no jail does it) then runs the command as a child of
         a capability-free bash, so the command is never PID 1 (PID 1 ignores most signals). With a private root, the
         jail builds it first and execs the prelude inside it."""
@@ -391,7 +350,7 @@ class Sandbox:
         steps = [word for step in self._jail_steps(plan) for word in step]
         return [sys.executable, "-I", "-S", str(JAIL), str(self.home), str(self.root), *steps, "--", *prelude]
 
-    def _jail_steps(self, plan: _Plan) -> list[list[str]]:
+    def _jail_steps(self, plan: LaunchPlan) -> list[list[str]]:
         """The private root, as steps for nanocode.agents.jail (parents before children)."""
         root, home, scratch = str(self.root), str(self.home), str(self.scratch_bytes)
         pid_max = max(KERNEL_PID_CAP_MIN, self.max_processes) + 1 if plan.use_pid_max else 0
@@ -414,11 +373,11 @@ class Sandbox:
         steps.sort(key=lambda step: Path(step[1]).parts)  # stable: a tmpfs goes before what is made inside it
         return steps
 
-    def _plan(self) -> _Plan:
+    def _plan(self) -> LaunchPlan:
         """The strongest launch plan that works here, probed once per (uid, network, isolate)."""
         key = (os.geteuid(), self.network, self.isolate)
         if key not in _PLAN_CACHE:
-            candidates = _candidate_plans(self.network)
+            candidates = candidate_plans(self.network)
             if not self.isolate:
                 candidates = candidates[-1:]
             for plan in candidates:
@@ -432,28 +391,6 @@ class Sandbox:
                     break
             _PLAN_CACHE.setdefault(key, candidates[-1])  # plain bash: if even that fails, the command will say why
         return _PLAN_CACHE[key]
-
-
-def _candidate_plans(network: bool) -> list[_Plan]:
-    """Launch plans from strongest to weakest; the last one (plain bash) needs nothing but bash."""
-    unshare = shutil.which("unshare", path=SYSTEM_PATH)
-    setpriv = shutil.which("setpriv", path=SYSTEM_PATH) is not None
-    root = os.geteuid() == 0
-    plans = []
-    if unshare is not None and (setpriv or not root):  # a root command keeping its capabilities could undo it all
-        user = () if root else ("--user", "--map-root-user")
-        net = () if network else ("--net",)
-        pid = ("--pid", "--fork", "--kill-child")
-        pid_max = _pid_max_is_namespaced(unshare, user)
-        jailed = Isolation(not network, True, True, True, setpriv)
-        plans.append(_Plan((unshare, *user, "--mount", *net, *pid, "--"), jailed, pid_max, jail=True))
-        partial = Isolation(not network, True, False, False, setpriv)
-        plans.append(_Plan((unshare, *user, *net, *pid, "--mount-proc", "--"), partial, pid_max))
-        if net:
-            plans.append(_Plan((unshare, *user, *net, "--"), Isolation(True, False, False, False, setpriv), False))
-    if setpriv:
-        plans.append(_Plan((), Isolation(capabilities_dropped=True), False))
-    return [*plans, _Plan((), Isolation(), False)]
 
 
 @functools.cache
@@ -488,37 +425,6 @@ def _user_process_count() -> int:
 
 def _is_within(path: str, root: Path) -> bool:
     return os.path.commonpath([path, str(root)]) == str(root)
-
-
-def _pid_max_is_namespaced(unshare: str, user: tuple[str, ...]) -> bool:
-    """Can a PID namespace set its own pid_max (Linux >= 6.14) without touching the host's? Older kernels have one
-    global pid_max, which root could lower for the whole machine: so check the version, then check the effect with
-    a harmless change (one less than the namespace's value) and put the host's value back if it ever moved."""
-    if not _kernel_at_least(6, 14):
-        return False
-    path = "/proc/sys/kernel/pid_max"
-    script = f"v=$(cat {path}) && echo $((v - 1)) > {path}"
-    host = Path(path).read_text()
-    try:
-        done = subprocess.run(
-            [unshare, *user, "--pid", "--fork", "--mount-proc", "--", "/bin/sh", "-c", script],
-            capture_output=True,
-            timeout=20,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    if Path(path).read_text() != host:
-        Path(path).write_text(host)
-        return False
-    return done.returncode == 0
-
-
-def _kernel_at_least(major: int, minor: int) -> bool:
-    try:
-        parts = os.uname().release.split(".")
-        return (int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)) >= (major, minor)
-    except (ValueError, IndexError):
-        return False
 
 
 __all__ = ["CommandResult", "Isolation", "Sandbox", "SandboxPathError"]
