@@ -10,9 +10,11 @@ Suites (evals/suites.py; the experiment's `Evaluation.suites`, or `--suite`):
               `humaneval_max_tokens` tokens, cut at the first top-level statement.
   agentic     held-out repository tasks (agents/eval_suite.py) run by the model (ModelPolicy) through the real
               tools in fresh sandboxes: success with its 95% Wilson interval, overall, per kind and per family;
-              valid tool calls, steps, SOUL violations. With `agentic_stages` (e.g. ['sft', 'align', 'rl']) the
-              same tasks are also run on each of those stages' latest checkpoints (entry "by_stage", logs
-              agentic_<stage>.jsonl), so the report shows what each stage changed side by side.
+              valid tool calls, steps, SOUL violations. `agentic_tasks` cycle evenly over the held-out templates;
+              `agentic_tasks_per_kind` ({'locate': 36, ...}) sizes each kind instead. With `agentic_stages`
+              (e.g. ['sft', 'align', 'rl']) the same tasks are also run on each of those stages' latest checkpoints
+              (entry "by_stage", logs agentic_<stage>.jsonl), so the report shows what each stage changed side by
+              side.
   tool_calls  the share of greedy first replies to held-out agentic requests (nanocode's system prompt + the
               request) that hold a valid call of a known tool with its required arguments (train/finetune.py's test).
 
