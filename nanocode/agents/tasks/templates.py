@@ -231,16 +231,23 @@ def rename_function(pool: dict[str, Family]) -> Callable[[random.Random, Domain]
 
 
 def rename_constant(
-    pool: dict[str, Family], key: str, old_form: str, new_forms: tuple[str, ...]
+    pool: dict[str, Family], key: str, defined_as: str, new_forms: tuple[str, ...] | None = None
 ) -> Callable[[random.Random, Domain], Built]:
-    """Rename a module-level constant of family `key` (defined in the module, used by the report), named
-    `old_form` over the domain's upper-case field (`MAX_{}` -> `MAX_QUANTITY`), to one of `new_forms`."""
+    """Rename the module-level constant of family `key` (defined in the module, used by the report), named
+    `defined_as` over the domain's upper-case field (`MAX_{}` -> `MAX_QUANTITY`), to one of `new_forms`. Without
+    `new_forms` both names are fresh (the old one replaces `defined_as` in every file): a model then has to copy
+    them from the request, since no part of either is predictable from the few names a template would give."""
 
     def build(rng: random.Random, d: Domain) -> Built:
         target = pool[key]
         repo = build_repo(d, rng, _with_distractors(rng, pool, target), report_families=[target])
-        big = d.num.upper()
-        old, new = old_form.format(big), rng.choice(new_forms).format(big)
+        old = defined_as.format(d.num.upper())
+        if new_forms is None:
+            fresh = _fresh_constant(rng, d, set(repo.names()))
+            repo.files = {path: re.sub(rf"\b{old}\b", fresh, text) for path, text in repo.files.items()}
+            old, new = fresh, _fresh_constant(rng, d, {*repo.names(), fresh})
+        else:
+            new = rng.choice(new_forms).format(d.num.upper())
         b, names = _rename_script(rng, repo, old, new, "constant")
         extra = [f"import {repo.import_module} as module", f"assert module.{new} == {d.high}", *_no_leftovers(old)]
         return Built(
@@ -297,6 +304,21 @@ def _fresh_name(rng: random.Random, d: Domain, taken: set[str]) -> str:
         end = rng.choice((d.num, d.ent, d.ents, d.label, rng.choice(WORDS)))
         name = f"{_fresh_word(rng)}_{middle}{end}"
         if name not in taken and name.isidentifier():
+            return name
+
+
+# The words of the held-out constants and their new names (is_valid's MIN_/MAX_ bounds, rename:constant's forms):
+# training constants never use them.
+HELDOUT_CONSTANT_WORDS = frozenset({"MIN", "MAX", "LIMIT", "UPPER", "CEILING"})
+HELDOUT_CONSTANT_FORMS = ("{}_LIMIT", "UPPER_{}", "{}_CEILING")
+
+
+def _fresh_constant(rng: random.Random, d: Domain, taken: set[str]) -> str:
+    """An upper-case fresh word before or after the domain's field: `BRAIST_GRAMS`, `GRAMS_FLOOR`."""
+    while True:
+        word = _fresh_word(rng).upper()
+        name = f"{word}_{d.num.upper()}" if rng.random() < 0.5 else f"{d.num.upper()}_{word}"
+        if word not in HELDOUT_CONSTANT_WORDS and name not in taken and name.isidentifier():
             return name
 
 
@@ -373,17 +395,13 @@ TRAIN_TEMPLATES: dict[str, TaskTemplate] = _templates(
     *((f"fix_bug:{key}", fix_bug(bug, TRAIN_FAMILIES)) for key, bug in TRAIN_BUGS.items()),
     *((f"implement:{key}", implement(key, TRAIN_FAMILIES)) for key in ("average", "paginate", "largest")),
     ("rename:function", rename_function(TRAIN_FAMILIES)),
-    # upper-case names to copy, in other forms than the held-out constants' (MAX_X -> X_LIMIT | UPPER_X | X_CEILING)
-    (
-        "rename:threshold",
-        rename_constant(TRAIN_FAMILIES, "count_over", "{}_THRESHOLD", ("{}_CUTOFF", "HIGH_{}", "{}_BOUND")),
-    ),
+    ("rename:threshold", rename_constant(TRAIN_FAMILIES, "count_over", "{}_THRESHOLD")),  # fresh upper-case names
     ("locate:definition", locate(TRAIN_FAMILIES, fresh_names=0.75, recover=0.3)),
 )
 EVAL_TEMPLATES: dict[str, TaskTemplate] = _templates(
     *((f"fix_bug:{key}", fix_bug(bug, EVAL_FAMILIES)) for key, bug in EVAL_BUGS.items()),
     *((f"implement:{key}", implement(key, EVAL_FAMILIES)) for key in EVAL_FAMILIES),
-    ("rename:constant", rename_constant(EVAL_FAMILIES, "is_valid", "MAX_{}", ("{}_LIMIT", "UPPER_{}", "{}_CEILING"))),
+    ("rename:constant", rename_constant(EVAL_FAMILIES, "is_valid", "MAX_{}", HELDOUT_CONSTANT_FORMS)),
     ("locate:heldout", locate(EVAL_FAMILIES)),
 )
 # How often each kind is drawn for training (the eval cycles through its templates evenly).
