@@ -75,6 +75,7 @@ def test_eval_runs_the_agentic_suite_on_every_stage_and_the_report_sets_them_sid
     text = build_report(Workspace("stages")).read_text()
     section = text.split("## Agentic success on held-out tasks")[1].split("\n## ")[0]
     assert "| | sft | align |" in section
+    assert "weighs the kinds as the suite drew them: fix_bug 3." in section  # the first three templates fix bugs
     overall = [line for line in section.splitlines() if line.startswith("| **all** |")][0]
     k = agentic["by_stage"]["sft"]["overall"]["successes"]
     assert overall.count("/3 (") == 2 and overall.startswith(f"| **all** | {k}/3 (")

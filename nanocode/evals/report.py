@@ -117,7 +117,10 @@ def agentic_section(results_path: Path) -> list[str]:
         "",
         f"Source: `{results_path}` (suite agentic: `by_stage`, logs `agentic_<stage>.jsonl`). Each cell: tasks whose "
         "hidden check passed / tasks (rate; 95% Wilson interval). Families are the held-out templates: a kind over "
-        "one bug or function family that training never used.",
+        "one bug or function family that training never used. The **all** row weighs the kinds as the suite drew "
+        "them: "
+        + ", ".join(f"{k} {v['tasks']}" for k, v in sorted(by_stage[stages[0]].get("kinds", {}).items()))
+        + ".",
         "",
         "| | " + " | ".join(stages) + " |",
         "|---|" + "---|" * len(stages),
