@@ -51,15 +51,16 @@ from jaxtyping import PyTree
 
 from nanocode import __version__
 from nanocode.core import mesh as mesh_lib
-from nanocode.core.checksums import array_checksums, is_array
-from nanocode.core.errors import CheckpointError, CorruptCheckpoint
+from nanocode.core.checksums import array_checksums
+from nanocode.core.errors import CheckpointError, CorruptCheckpoint, first_line
+from nanocode.core.saved_arrays import ARRAYS_KEY, array_leaves, mismatch, saved_layout
 
 log = logging.getLogger(__name__)
 
 ITEMS = ("state", "data", "meta")
 COMMIT_FILE = "_CHECKPOINT_METADATA"  # orbax writes it into a step when the step is finalised
 # Integrity records written into meta: per-array checksums, the data position's fingerprint, meta's own.
-ARRAYS_KEY, DATA_KEY, META_KEY = "array_checksums", "data_checksum", "meta_checksum"
+DATA_KEY, META_KEY = "data_checksum", "meta_checksum"
 
 
 def fingerprint(obj: Any) -> str:
@@ -156,7 +157,7 @@ class Checkpointer:
         try:
             return bool(self._manager.save(step, args=args, force=True))
         except (ValueError, TypeError) as e:
-            raise CheckpointError(f"saving step {step} to {self.directory}: {_first_line(e)}") from e
+            raise CheckpointError(f"saving step {step} to {self.directory}: {first_line(e)}") from e
 
     def restore(
         self,
@@ -198,7 +199,7 @@ class Checkpointer:
             check(meta)
         record = meta.get(ARRAYS_KEY) or {}
         # A read error is corruption only when the target is what was saved (else it is the caller's mismatch).
-        fits = bool(record) and (targets is None or _fits(targets, record))
+        fits = bool(record) and (targets is None or saved_layout(targets, record))
         state_args = ocp.args.StandardRestore(targets) if targets is not None else ocp.args.StandardRestore()
         items = self._restore_items(step, corrupt=fits, state=state_args, data=ocp.args.JsonRestore())
         data = items["data"] if items["data"] is not None else {}
@@ -210,7 +211,7 @@ class Checkpointer:
         return Restored(step=step, state=items["state"], data=dict(data), meta=meta)
 
     def _verify_arrays(self, step: int, state: PyTree, record: Mapping[str, Any]) -> None:
-        path = _mismatch(state, record)
+        path = mismatch(state, record)
         if path is not None:
             raise CorruptCheckpoint(
                 f"checkpoint step {step}: array {path} does not match its saved checksum "
@@ -235,7 +236,7 @@ class Checkpointer:
             raise
         except Exception as e:  # orbax/tensorstore raise many types, with multi-line messages
             kind = CorruptCheckpoint if corrupt else CheckpointError
-            error = kind(f"restoring step {step} from {self._file(step)}: {type(e).__name__}: {_first_line(e)}")
+            error = kind(f"restoring step {step} from {self._file(step)}: {type(e).__name__}: {first_line(e)}")
         _drop_abandoned_reads()
         raise error
 
@@ -324,36 +325,6 @@ def unreadable_commits(directory: str | Path) -> list[int]:
     return sorted(out)
 
 
-def array_leaves(tree: PyTree) -> list[tuple[str, Any]]:
-    """(path, array) of every array in a state tree; the path joins the key names ('params/wi/value'), the same
-    for a live nnx State, a TrainState dataclass, abstract targets and the nested dicts orbax restores untargeted."""
-    return [
-        ("/".join(_key_name(k) for k in path), x)
-        for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]
-        if is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
-    ]
-
-
-def _key_name(key: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
-
-
-def _same_layout(x: Any, saved: Mapping[str, Any] | None) -> bool:
-    """Whether an array can be compared with its record: same shape and dtype (a restore may cast on purpose)."""
-    return saved is not None and list(x.shape) == list(saved["shape"]) and str(x.dtype) == saved["dtype"]
-
-
-def _fits(targets: PyTree, record: Mapping[str, Any]) -> bool:
-    """The restore targets are exactly the saved arrays (paths and shapes)."""
-    leaves = array_leaves(targets)
-    return len(leaves) == len(record) and all(
-        p in record and list(x.shape) == list(record[p]["shape"]) for p, x in leaves
-    )
-
-
 def _drop_abandoned_reads() -> None:
     """After a failed restore, orbax leaves the reads of the other shards as suspended coroutines that print a
     traceback each ("Exception ignored in ...") whenever they are garbage collected: collect them now, quietly."""
@@ -379,59 +350,6 @@ def complete_steps(directory: str | Path) -> list[int]:
     if not directory.is_dir():
         return []
     return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and _is_complete(p))
-
-
-def verify_arrays(step_dir: str | Path, tree: PyTree) -> None:
-    """Check arrays read from step directory `step_dir` by another route (e.g. a partial restore of only the
-    `params`, rooted as saved: `{"params": ...}`) against the checksums saved in its meta; CorruptCheckpoint on a
-    mismatch or an unreadable meta. A step without a meta or without checksums (saved before them) is not checked."""
-    step_dir = Path(step_dir)
-    path = _mismatch(tree, _saved_arrays(step_dir))
-    if path is not None:
-        raise CorruptCheckpoint(
-            f"checkpoint {step_dir}: array {path} does not match its saved checksum ({step_dir / 'state'} is corrupt)"
-        )
-
-
-def layout_mismatch(step_dir: str | Path, targets: PyTree) -> str | None:
-    """Why restore `targets` (rooted as saved, e.g. `{"params": ...}`) cannot be read from step directory
-    `step_dir`: the first array the checkpoint lacks or saved with another shape; None when they fit or the step
-    records no arrays. Checked before reading, because a read that fails part-way leaves tensorstore reads
-    running that print tracebacks after the caller's error."""
-    record = _saved_arrays(Path(step_dir))
-    if not record:
-        return None
-    for path, x in array_leaves(targets):
-        saved = record.get(path)
-        if saved is None:
-            return f"the checkpoint has no parameter {path}"
-        if list(x.shape) != list(saved["shape"]):
-            return f"{path} is saved with shape {tuple(saved['shape'])}, the model wants {tuple(x.shape)}"
-    return None
-
-
-def _saved_arrays(step_dir: Path) -> Mapping[str, Any] | None:
-    """The per-array record (shape, dtype, checksum) in a step's meta; None for a step saved without one."""
-    meta_file = step_dir / "meta" / "metadata"
-    try:
-        meta = json.loads(meta_file.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise CorruptCheckpoint(f"{meta_file}: unreadable ({type(e).__name__}: {_first_line(e)})") from None
-    return meta.get(ARRAYS_KEY) if isinstance(meta, dict) else None
-
-
-def _mismatch(tree: PyTree, record: Mapping[str, Any] | None) -> str | None:
-    """The path of the first array whose checksum differs from its record (arrays without one are not checked:
-    a checkpoint from before checksums were recorded, or a restore that casts)."""
-    if not record:
-        return None
-    leaves = [(p, x) for p, x in array_leaves(tree) if is_array(x) and _same_layout(x, record.get(p))]
-    for (path, _), got in zip(leaves, array_checksums(x for _, x in leaves), strict=True):
-        if got != record[path]["checksum"]:
-            return path
-    return None
 
 
 def restore_targets(tree: PyTree, mesh: Mesh | None = None) -> PyTree:
@@ -493,9 +411,3 @@ def _jsonable(obj: Any, what: str) -> Any:
         return json.loads(json.dumps(obj, default=_json_default))
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {what} is not JSON: {e}") from e
-
-
-def _first_line(e: BaseException, limit: int = 300) -> str:
-    text = str(e).strip()
-    line = text.splitlines()[0].split(" See full TensorStore details")[0].rstrip(".") if text else type(e).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."

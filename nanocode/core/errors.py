@@ -26,3 +26,10 @@ class StageInterrupted(NanocodeError):
 
     It is an error exit on purpose: the stage is not complete (the speedrun must not mark it done), and
     `--resume` continues it."""
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """An exception as one line for a one-line error (TensorStore's long detail trailer cut off)."""
+    text = str(e).strip()
+    line = text.splitlines()[0].split(" See full TensorStore details")[0].rstrip(".") if text else type(e).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."

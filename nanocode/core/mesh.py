@@ -35,7 +35,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from jaxtyping import PyTree
 
 from nanocode.core import sharding as S
-from nanocode.core.errors import ConfigError
+from nanocode.core.errors import ConfigError, first_line
 from nanocode.core.interfaces import MeshFactory
 from nanocode.core.kinds import MESHES
 
@@ -122,7 +122,7 @@ class AxesMesh(MeshFactory):
             except ValueError as e:
                 raise ConfigError(
                     f"axes.dcn_shape {slices} x axes.shape {per_slice}: the {len(devices)} devices in "
-                    f"{len(granules)} {unit} do not form that grid ({_first_line(e)})"
+                    f"{len(granules)} {unit} do not form that grid ({first_line(e)})"
                 ) from e
         return Mesh(grid, self.axes, axis_types=(AxisType.Auto,) * len(self.axes))
 
@@ -390,8 +390,3 @@ def activate(mesh: Mesh, rules: Sequence[tuple[str, Any]]) -> Iterator[Mesh]:
 def mesh_shape(mesh: Mesh) -> dict[str, int]:
     """{axis name: size}: what a checkpoint records about the mesh it was saved on."""
     return {str(a): int(n) for a, n in mesh.shape.items()}
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

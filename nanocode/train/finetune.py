@@ -22,9 +22,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from nanocode.core.checkpoint import complete_steps, layout_mismatch, verify_arrays
+from nanocode.core.checkpoint import complete_steps
 from nanocode.core.errors import CheckpointError
 from nanocode.core.kinds import TOOLS
+from nanocode.core.saved_arrays import layout_mismatch, verify_arrays
 from nanocode.core.workspace import Workspace
 from nanocode.data.conversation import ConversationCodec, Message, ToolCall
 from nanocode.train.experiment import Training
