@@ -23,6 +23,7 @@ from nanocode.agents.tasks import (
     variant,
 )
 from nanocode.agents.tasks.heldout_functions import EVAL_FAMILIES
+from nanocode.agents.tasks.reference_words import REFERENCE_WORDS
 from nanocode.agents.tasks.script import unique_span
 from nanocode.agents.tasks.templates import FRESH_WORDS, _mentions
 from nanocode.agents.tasks.vocab import DOMAINS, varied_domain
@@ -145,7 +146,9 @@ def test_training_locate_renames_its_target_to_fresh_names_that_no_heldout_famil
             assert box.run(f"python {t.facts['test_path']}").exit_code == 0
     heldout_starts = {re.split(r"[_$]", n.strip("$"))[0] for f in EVAL_FAMILIES.values() for n in (f.name, *f.aliases)}
     assert {"median", "top", "tally"} <= heldout_starts
-    assert len(FRESH_WORDS) > 400 and not heldout_starts & set(FRESH_WORDS)
+    assert len(FRESH_WORDS) > 1000 and not heldout_starts & set(FRESH_WORDS)
+    # nor a word that starts as one does (`sorting` begins with `sorted`'s first token)
+    assert "sorting" in REFERENCE_WORDS and not [w for w in FRESH_WORDS if w[:4] in {s[:4] for s in heldout_starts}]
     firsts = {t.facts["function"].split("_")[0] for t in fresh}
     assert not [w for w in firsts if w.startswith(tuple(heldout_starts))]
     assert firsts & set(FRESH_WORDS) and firsts - set(FRESH_WORDS)  # vocabulary words and made-up ones

@@ -25,6 +25,7 @@ from nanocode.agents.tasks.bugs import EVAL_BUGS, TRAIN_BUGS, Bug, buggy_source
 from nanocode.agents.tasks.functions import TRAIN_FAMILIES, Family, subst
 from nanocode.agents.tasks.heldout_functions import EVAL_FAMILIES
 from nanocode.agents.tasks.prose import pick
+from nanocode.agents.tasks.reference_words import REFERENCE_WORDS
 from nanocode.agents.tasks.repo import Repo, build_repo, statement
 from nanocode.agents.tasks.script import ScriptBuilder
 from nanocode.agents.tasks.vocab import (
@@ -266,14 +267,24 @@ def _name_start(template: str) -> str:
     return re.split(r"[_$]", template.strip("$"))[0]
 
 
-# The first words of fresh names: every word of the vocabulary (hundreds, too many to recall one from a request's
-# shape) except those a held-out family's name or alias starts with.
+# The first words of fresh names: every word of the vocabulary and of the reference manual (about 1,400, too many
+# to recall one from a request's shape) except those a held-out family's name or alias starts with, or starts like
+# (`sorting` for `sorted`: the same first token).
 HELDOUT_NAME_STARTS = frozenset(_name_start(n) for f in EVAL_FAMILIES.values() for n in (f.name, *f.aliases))
+_HELDOUT_STEMS = tuple(start[:4] for start in HELDOUT_NAME_STARTS if start.isalpha())
+
+
+def _heldout_like(word: str) -> bool:
+    return word in HELDOUT_NAME_STARTS or word.startswith(_HELDOUT_STEMS)
+
+
 FRESH_WORDS: tuple[str, ...] = tuple(
     sorted(
-        {*FRESH_PREFIXES, *WORDS, *LABEL_FIELDS, *MODULE_NAMES, *REPO_NAMES, *(e for e, _ in ENTITIES)}.union(
-            n for n, _, _ in NUM_FIELDS
-        ).difference(HELDOUT_NAME_STARTS)
+        w
+        for w in {*FRESH_PREFIXES, *WORDS, *LABEL_FIELDS, *MODULE_NAMES, *REPO_NAMES, *REFERENCE_WORDS}.union(
+            e for e, _ in ENTITIES
+        ).union(n for n, _, _ in NUM_FIELDS)
+        if not _heldout_like(w)
     )
 )
 
@@ -288,7 +299,7 @@ _CODAS = ("", "", "", "n", "r", "l", "s", "m", "nd", "st")
 def _made_up_word(rng: random.Random) -> str:
     while True:
         word = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(rng.randint(2, 3)))
-        if not word.startswith(tuple(HELDOUT_NAME_STARTS)):
+        if not _heldout_like(word):
             return word
 
 
