@@ -275,7 +275,7 @@ _HELDOUT_STEMS = tuple(start[:4] for start in HELDOUT_NAME_STARTS if start.isalp
 
 
 def _heldout_like(word: str) -> bool:
-    return word in HELDOUT_NAME_STARTS or word.startswith(_HELDOUT_STEMS)
+    return word.startswith(_HELDOUT_STEMS)
 
 
 FRESH_WORDS: tuple[str, ...] = tuple(
