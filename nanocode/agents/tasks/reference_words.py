@@ -2,10 +2,9 @@
 at least 5 times in the Python reference manual's topics (`pydoc_data`, CPython 3.11's `help()` text), frozen here
 so that a task is the same on every Python version.
 
-The names a held-out task asks for start with words no training name starts with (templates.HELDOUT_NAME_STARTS);
-a model copies a word at a name's start only if training showed it copying many different ones. Before these, the
-training names started with about 500 words, and an SFT model copied unseen words worse than those (d6, greedy,
-benchmarks/sft_conditioning_results.md).
+templates.FRESH_WORDS drops the ones that start like a held-out name's first word (templates.HELDOUT_NAME_STARTS).
+An SFT model copies a word at a name's start about as well as training made it write that word there: these widen
+the words it copies, not the held-out ones (d6, benchmarks/sft_conditioning_results.md, session 28).
 """
 
 REFERENCE_WORDS: tuple[str, ...] = tuple(
