@@ -32,12 +32,13 @@ before the process exits.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import tensorstore as ts  # orbax's storage layer (its dependency): the reads a failed restore abandons
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import PyTree
@@ -231,14 +233,13 @@ class Checkpointer:
 
     def _restore_items(self, step: int, *, corrupt: bool, **items: Any) -> Any:
         try:
-            return self._manager.restore(step, args=ocp.args.Composite(**items))
+            with _abandoned_reads_kept_quiet():
+                return self._manager.restore(step, args=ocp.args.Composite(**items))
         except CheckpointError:
             raise
         except Exception as e:  # orbax/tensorstore raise many types, with multi-line messages
             kind = CorruptCheckpoint if corrupt else CheckpointError
-            error = kind(f"restoring step {step} from {self._file(step)}: {type(e).__name__}: {first_line(e)}")
-        _drop_abandoned_reads()
-        raise error
+            raise kind(f"restoring step {step} from {self._file(step)}: {type(e).__name__}: {first_line(e)}") from None
 
     def _file(self, step: int, *parts: str) -> Path:
         return self.directory.joinpath(str(step), *parts)
@@ -325,14 +326,41 @@ def unreadable_commits(directory: str | Path) -> list[int]:
     return sorted(out)
 
 
-def _drop_abandoned_reads() -> None:
-    """After a failed restore, orbax leaves the reads of the other shards as suspended coroutines that print a
-    traceback each ("Exception ignored in ...") whenever they are garbage collected: collect them now, quietly."""
-    hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
+@contextlib.contextmanager
+def _abandoned_reads_kept_quiet() -> Iterator[None]:
+    """A failed orbax restore abandons the reads of the other shards: tensorstore reads whose completion calls back
+    into the restore's event loop, closed by then ("Event loop is closed", printed from a tensorstore thread at any
+    later moment), and suspended coroutines that print a traceback when garbage collected. The first is dropped
+    while restoring; after a failure the reads still pending are cancelled and the coroutines collected, quietly,
+    so the caller's one-line error is all that is printed."""
+    previous = sys.unraisablehook
+    others = _pending_reads_and_writes()  # an async save's writes, say: never cancelled
+
+    def drop_closed_loop_callbacks(unraisable: Any) -> None:
+        if not _closed_loop(unraisable.exc_value):
+            previous(unraisable)
+
+    sys.unraisablehook = drop_closed_loop_callbacks
     try:
+        yield
+    except BaseException:
+        sys.unraisablehook = lambda unraisable: None
+        kept = {id(f) for f in others}
+        for read in _pending_reads_and_writes():
+            if id(read) not in kept:
+                read.cancel()
         gc.collect()
+        raise
     finally:
-        sys.unraisablehook = hook
+        sys.unraisablehook = previous
+
+
+def _pending_reads_and_writes() -> list[ts.Future]:
+    return [o for o in gc.get_objects() if isinstance(o, ts.Future) and not o.done()]
+
+
+def _closed_loop(error: BaseException | None) -> bool:
+    return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
 
 
 def _warn(text: str) -> None:
