@@ -25,7 +25,7 @@ from tests.hub_fixture import build_hub
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.name for p in (REPO / "experiments").glob("*.gin"))
 # Built by `nanocode synth tasks`, without a teacher.
-OFFLINE = ("debug_cpu.gin", "debug_copy_cpu.gin", "debug_copy_d6.gin")
+OFFLINE = ("debug_cpu.gin", "debug_copy_cpu.gin", "debug_copy_d6.gin", "debug_copy_d6_replay.gin")
 FLAGSHIPS = ["d12_gpu.gin", "d20_tpu_v6e8.gin", "d24_tpu_v6e8.gin"]
 # nanocode's per-chip batch sizes x chips (README / speedrun scripts): (pretrain rows, SFT rows, DPO pairs)
 NANOCODE_BATCHES = {

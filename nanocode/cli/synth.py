@@ -57,7 +57,8 @@ def prepare_experiment_datasets(experiment) -> int:
             continue
         d.prepare()
         ready.append(d)
-        print(f"synth: {type(d).__name__} ready ({getattr(d, 'directory', '')})")
+        where = getattr(d, "directory", None)  # sets built in memory (copy drill conversations) have none
+        print(f"synth: {type(d).__name__} ready" + (f" ({where})" if where else ""))
     return len(ready)
 
 
