@@ -20,7 +20,13 @@ from nanocode.data.embedded import stdlib_root
 from nanocode.data.sft import ConversationDataset
 
 # What the user calls the words in each form ("write these file names as definitions: a.py b.py").
-FORM_NAMES = {"plain": "words", "backticks": "`names`", "quoted": "strings", "paths": "file names", "calls": "definitions"}
+FORM_NAMES = {
+    "plain": "words",
+    "backticks": "`names`",
+    "quoted": "strings",
+    "paths": "file names",
+    "calls": "definitions",
+}
 
 
 @SFT_DATASETS.register("copy_drill_conversations")
