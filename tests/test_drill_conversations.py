@@ -39,6 +39,11 @@ def test_same_seed_same_set_splits_and_seeds_differ():
     assert len(a.conversations("test")) == 5 and a.conversations("test") != a.conversations("train")[:5]
 
 
+def test_the_name_tells_sets_drawn_differently_apart():
+    names = {CopyDrillConversations(**kw).name for kw in ({}, {"seed": 1}, {"count": 8}, {"vocab_size": None})}
+    assert len(names) == 4 and all(n.startswith("copy_drill_conversations-") for n in names)
+
+
 def test_registered_and_bad_arguments_are_refused_with_its_name():
     assert registry.get("sft_dataset", "copy_drill_conversations") is CopyDrillConversations
     with pytest.raises(DataError, match="copy_drill_conversations: need count >= 1"):

@@ -53,6 +53,11 @@ class CopyDrillConversations(ConversationDataset):
             )
         self.count, self.test_count, self.words = count, test_count, tuple(words)
         self.vocab_files, self.vocab_size, self.seed = vocab_files, vocab_size, seed
+        # The name goes into SFT's data fingerprint: a resume refuses a set drawn with other parameters.
+        self.name = (
+            f"copy_drill_conversations-s{seed}-n{count}-t{test_count}-w{words[0]}-{words[1]}"
+            f"-f{vocab_files}-v{vocab_size or 'all'}"
+        )
 
     def conversations(self, split: str) -> list[list[Message]]:
         if split not in ("train", "test"):
