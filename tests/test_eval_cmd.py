@@ -160,6 +160,9 @@ def test_bad_settings_are_one_line_config_errors():
         ({"agentic_temperature": -1.0}, "agentic_temperature"),
         ({"agentic_tasks_per_kind": {"locate": 8, "debug": 2}}, "agentic_tasks_per_kind"),
         ({"agentic_tasks_per_kind": {"locate": 0}}, "agentic_tasks_per_kind"),
+        ({"agentic_samples": -1}, "agentic_samples"),
+        ({"agentic_samples": 4, "agentic_sample_temperature": 0.0}, "greedy samples"),
+        ({"agentic_sample_kinds": ["locate", "debug"]}, "agentic_sample_kinds"),
     ):
         with pytest.raises(ConfigError, match=match) as e:
             Evaluation(**kw)

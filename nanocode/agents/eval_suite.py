@@ -15,6 +15,9 @@ rate of each, and success per kind and per family (template: a kind over one hel
 with its count and interval: a few dozen tasks give intervals tens of points wide, and the report shows them.
 `log_path` gets one JSON line per task with its outcome and the whole conversation.
 
+`run_sampled` runs each task several times at a temperature instead (batched as RL samples): success over episodes
+with an interval clustered by task, and each task's rate, so that two models' rates pair task by task.
+
     >>> suite = AgenticEval(n_tasks=14)
     >>> suite.run(suite.oracle()).metrics()["success_rate"]      # 1.0
     >>> suite.run(ReadOnlyPolicy()).metrics()["success_rate"]    # 0.0
@@ -22,38 +25,47 @@ with its count and interval: a few dozen tasks give intervals tens of points wid
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nanocode.agents.policy import OraclePolicy, Policy
+from nanocode.agents.policy import OraclePolicy, Policy, system_prompt
+from nanocode.agents.rl_episodes import Rollout, sample_episodes
 from nanocode.agents.rollouts import run_episode, soul_violations
 from nanocode.agents.tasks import RepoTasks, Task
 from nanocode.agents.tools import build_tools
 from nanocode.align.constitution import SoulConstitution
 from nanocode.core.interfaces import Constitution
+from nanocode.core.intervals import clustered_interval, wilson_interval
 from nanocode.core.io import append_jsonl, write_text
 from nanocode.core.kinds import EVAL_SUITES
 from nanocode.core.progress import Progress
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a success rate (95% at z = 1.96): honest at 0/n and n/n, unlike p +- z*se."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+from nanocode.data.conversation import ConversationCodec
+from nanocode.models.engine import Engine
+from nanocode.models.sampling import SamplingParams
 
 
 def success_summary(successes: Sequence[bool]) -> dict[str, Any]:
     """{"tasks", "successes", "success_rate", "interval": [lo, hi]} of some outcomes."""
     n, k = len(successes), sum(bool(s) for s in successes)
     return {"tasks": n, "successes": k, "success_rate": k / n if n else 0.0, "interval": list(wilson_interval(k, n))}
+
+
+def sampled_summary(counts: Sequence[int], samples: int) -> dict[str, Any]:
+    """{"tasks", "samples", "episodes", "successes", "success_rate", "interval", "solved"} of tasks run `samples`
+    times each (`solved`: tasks with at least one success, pass@samples)."""
+    n, k = len(counts), sum(counts)
+    return {
+        "tasks": n,
+        "samples": samples,
+        "episodes": n * samples,
+        "successes": k,
+        "success_rate": k / (n * samples) if n else 0.0,
+        "interval": list(clustered_interval(counts, samples)),
+        "solved": sum(c > 0 for c in counts),
+    }
 
 
 @dataclass
@@ -97,6 +109,7 @@ class AgenticResult:
             "kinds": {k: success_summary(v) for k, v in sorted(by_kind.items())},
             "families": {k: success_summary(v) for k, v in sorted(by_family.items())},
             "budget_exhausted": sum(o.stop_reason == "budget" for o in self.outcomes),
+            "task_successes": {o.task_id: int(o.success) for o in self.outcomes},
         }
 
 
@@ -167,3 +180,68 @@ class AgenticEval:
                     append_jsonl(log_path, {**asdict(outcome), "policy": policy.name, "messages": episode.messages})
                 bar.update(1, postfix=f"success {sum(o.success for o in outcomes)}/{len(outcomes)}")
         return AgenticResult(policy.name, outcomes)
+
+    def run_sampled(
+        self,
+        engine: Engine,
+        codec: ConversationCodec,
+        *,
+        samples: int,
+        sampling: SamplingParams,
+        max_new_tokens: int,
+        kinds: Sequence[str] | None = None,
+        rows: int = 32,
+        log_path: str | Path | None = None,
+        progress: bool = False,
+    ) -> dict[str, Any]:
+        """`samples` sampled episodes of each task (of `kinds`; default every kind), batched about `rows` episodes
+        to a KV cache as RL samples them (rl_episodes.sample_episodes, seeded per batch and row): success over the
+        episodes with its clustered interval, overall, per kind and per family; how episodes ended; and each task's
+        success rate ("task_rates", for a paired comparison of two models on the same tasks).
+
+        Greedy success counts only the one most likely episode of each task; RL moves probability towards the
+        episodes that succeed, which this measures even where the greedy episode stays the same."""
+        tasks = [t for t in self.tasks() if not kinds or t.kind in kinds]
+        tools = build_tools()
+        system = system_prompt(tools) if self.system_prompt is None else self.system_prompt
+        per_batch = max(1, rows // samples)
+        rollouts: list[Rollout] = []
+        if log_path is not None:
+            write_text(log_path, "")
+        with Progress(len(tasks), "agentic eval (sampled)", unit="task", enabled=progress) as bar:
+            for at in range(0, len(tasks), per_batch):
+                batch = sample_episodes(
+                    engine, codec, tasks[at : at + per_batch], samples=samples, tools=tools, system=system,
+                    max_steps=self.max_steps, max_new_tokens=max_new_tokens, sampling=sampling, round_index=at,
+                    timeout_s=self.timeout_s, isolate=self.isolate,
+                )  # fmt: skip
+                rollouts += batch
+                for r in batch:
+                    if log_path is not None:
+                        record = {"task_id": r.task.id, "kind": r.task.kind, "template": r.task.template}
+                        record |= {"sample": r.sample, "success": r.reward >= 1.0, "steps": r.steps}
+                        append_jsonl(log_path, {**record, "stop_reason": r.stop_reason, "messages": r.messages})
+                bar.update(len(batch) // samples, postfix=f"success {sum(r.reward >= 1.0 for r in rollouts)}")
+        return {**summarise_sampled(tasks, rollouts, samples), "temperature": sampling.temperature}
+
+
+def summarise_sampled(tasks: Sequence[Task], rollouts: Sequence[Rollout], samples: int) -> dict[str, Any]:
+    """Sampled episodes' success (reward 1) overall, per kind and per family (`sampled_summary` each), how they ended,
+    and each task's success rate."""
+    counts = {t.id: 0 for t in tasks}
+    stops: dict[str, int] = defaultdict(int)
+    for r in rollouts:
+        counts[r.task.id] += r.reward >= 1.0
+        stops[r.stop_reason] += 1
+    by_kind: dict[str, list[int]] = defaultdict(list)
+    by_family: dict[str, list[int]] = defaultdict(list)
+    for t in tasks:
+        by_kind[t.kind].append(counts[t.id])
+        by_family[t.template].append(counts[t.id])
+    return {
+        "overall": sampled_summary(list(counts.values()), samples),
+        "kinds": {k: sampled_summary(v, samples) for k, v in sorted(by_kind.items())},
+        "families": {k: sampled_summary(v, samples) for k, v in sorted(by_family.items())},
+        "stops": dict(sorted(stops.items())),
+        "task_rates": {t: c / samples for t, c in counts.items()},
+    }

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nanocode.core.errors import ConfigError
+from nanocode.core.intervals import paired_difference
 from nanocode.core.io import read_jsonl, write_text
 from nanocode.core.registry import register_config
 from nanocode.core.workspace import Workspace
@@ -96,12 +97,45 @@ def _success_cell(summary: dict | None) -> str:
     if not summary:
         return "-"
     lo, hi = summary["interval"]
-    return f"{summary['successes']}/{summary['tasks']} ({summary['success_rate']:.0%}; {lo:.0%}-{hi:.0%})"
+    n = summary.get("episodes", summary["tasks"])
+    return f"{summary['successes']}/{n} ({summary['success_rate']:.0%}; {lo:.0%}-{hi:.0%})"
+
+
+def _change_line(stages: list[str], by_stage: dict[str, dict]) -> str:
+    """Each stage's change from the one before it, paired over the tasks both ran."""
+    parts = []
+    for before, after in zip(stages, stages[1:]):
+        a, b = by_stage[before].get("task_rates"), by_stage[after].get("task_rates")
+        if not a or not b:
+            continue
+        d = paired_difference(a, b)
+        lo, hi = d["interval"]
+        parts.append(
+            f"{after} - {before}: {100 * d['difference']:+.1f} points ({100 * lo:+.1f} to {100 * hi:+.1f}; "
+            f"{d['better']} tasks better, {d['worse']} worse of {d['tasks']})"
+        )
+    if not parts:
+        return ""
+    return "Change, paired over the same tasks (mean of per-task differences, 95% interval): " + "; ".join(parts) + "."
+
+
+def _stage_table(stages: list[str], by_stage: dict[str, dict]) -> list[str]:
+    md = [
+        "| | " + " | ".join(stages) + " |",
+        "|---|" + "---|" * len(stages),
+        "| **all** | " + " | ".join(_success_cell(by_stage[s].get("overall")) for s in stages) + " |",
+    ]
+    for group in ("kinds", "families"):
+        names = sorted({n for s in stages for n in by_stage[s].get(group, {})})
+        md += [f"| {n} | " + " | ".join(_success_cell(by_stage[s][group].get(n)) for s in stages) + " |" for n in names]
+    change = _change_line(stages, by_stage)
+    return md + ([""] + [change] if change else [])
 
 
 def agentic_section(results_path: Path) -> list[str]:
     """Held-out agentic success of each evaluated stage side by side: overall, per kind and per family, each as
-    successes/tasks with its 95% Wilson interval."""
+    successes/tasks with its 95% Wilson interval, and each stage's change paired over the tasks; then the same for
+    the sampled episodes, when the eval sampled some."""
     entry = json.loads(results_path.read_text()).get("suites", {}).get("agentic", {})
     if entry.get("status") != "ok":
         return []
@@ -122,14 +156,24 @@ def agentic_section(results_path: Path) -> list[str]:
         + ", ".join(f"{k} {v['tasks']}" for k, v in sorted(by_stage[stages[0]].get("kinds", {}).items()))
         + ".",
         "",
-        "| | " + " | ".join(stages) + " |",
-        "|---|" + "---|" * len(stages),
-        "| **all** | " + " | ".join(_success_cell(by_stage[s].get("overall")) for s in stages) + " |",
+        *_stage_table(stages, by_stage),
+        "",
     ]
-    for group in ("kinds", "families"):
-        names = sorted({n for s in stages for n in by_stage[s].get(group, {})})
-        md += [f"| {n} | " + " | ".join(_success_cell(by_stage[s][group].get(n)) for s in stages) + " |" for n in names]
-    return md + [""]
+    sampled = {s: by_stage[s]["sampled"] for s in stages if "sampled" in by_stage[s]}
+    if sampled:
+        first = sampled[next(iter(sampled))]
+        md += [
+            "### Sampled episodes",
+            "",
+            f"Source: the same (`sampled` of each stage, logs `agentic_sampled_<stage>.jsonl`). Each task run "
+            f"{first['overall']['samples']} times at temperature {first['temperature']} (the distribution RL "
+            "samples and changes): episodes whose hidden check passed / episodes (rate; 95% interval clustered by "
+            "task).",
+            "",
+            *_stage_table(list(sampled), sampled),
+            "",
+        ]
+    return md
 
 
 def rl_section(workspace: Workspace, out: Path, samples: int) -> list[str]:

@@ -14,7 +14,10 @@ Suites (evals/suites.py; the experiment's `Evaluation.suites`, or `--suite`):
               `agentic_tasks_per_kind` ({'locate': 36, ...}) sizes each kind instead. With `agentic_stages`
               (e.g. ['sft', 'align', 'rl']) the same tasks are also run on each of those stages' latest checkpoints
               (entry "by_stage", logs agentic_<stage>.jsonl), so the report shows what each stage changed side by
-              side.
+              side. With `agentic_samples` K > 0 each task (of `agentic_sample_kinds`) also gets K episodes sampled
+              at `agentic_sample_temperature` (summary "sampled", logs agentic_sampled[_<stage>].jsonl): success
+              over episodes with an interval clustered by task, which shows what RL changes where the greedy
+              episode stays the same; the report adds each stage's change, paired over the same tasks.
   tool_calls  the share of greedy first replies to held-out agentic requests (nanocode's system prompt + the
               request) that hold a valid call of a known tool with its required arguments (train/finetune.py's test).
 
@@ -90,6 +93,10 @@ class Evaluation:
     agentic_max_tokens: int = 256  # per model reply
     agentic_temperature: float = 0.0
     agentic_stages: Sequence[str] = ()  # also run the agentic suite on these stages' checkpoints (side by side)
+    # beside the episode above: so many sampled episodes of each task (0: none), of these kinds (empty: all)
+    agentic_samples: int = 0
+    agentic_sample_temperature: float = 1.0  # 1: the model's own distribution, as RL samples it
+    agentic_sample_kinds: Sequence[str] = ()
     # tool_calls
     tool_call_prompts: int = 64
     tool_call_max_tokens: int = 96
@@ -112,8 +119,14 @@ class Evaluation:
         for name in ("agentic_tasks", "agentic_max_steps", "agentic_max_tokens", "tool_call_max_tokens"):
             if getattr(self, name) < 1:
                 bad(f"{name} = {getattr(self, name)}: must be >= 1")
+        kinds = sorted({t.kind for t in EVAL_TEMPLATES.values()})
+        if self.agentic_samples < 0:
+            bad(f"agentic_samples = {self.agentic_samples}: must be >= 0 (0: no sampled episodes)")
+        if self.agentic_samples and self.agentic_sample_temperature == 0:
+            bad("agentic_sample_temperature = 0 with agentic_samples > 0: greedy samples are all the same")
+        if any(k not in kinds for k in self.agentic_sample_kinds):
+            bad(f"agentic_sample_kinds = {list(self.agentic_sample_kinds)}: each one of {kinds}")
         if self.agentic_tasks_per_kind is not None:
-            kinds = sorted({t.kind for t in EVAL_TEMPLATES.values()})
             if not self.agentic_tasks_per_kind or any(
                 k not in kinds or n < 1 for k, n in self.agentic_tasks_per_kind.items()
             ):
@@ -124,7 +137,7 @@ class Evaluation:
             bad(f"humaneval_ks = {list(self.humaneval_ks)}: each k must be in 1..humaneval_samples")
         if self.humaneval_samples > 1 and self.humaneval_temperature == 0:
             bad("humaneval_temperature = 0 with humaneval_samples > 1: greedy samples are all the same")
-        for name in ("humaneval_temperature", "agentic_temperature"):
+        for name in ("humaneval_temperature", "agentic_temperature", "agentic_sample_temperature"):
             try:
                 SamplingParams(getattr(self, name))
             except ValueError as e:
@@ -194,9 +207,11 @@ class Evaluation:
                     continue
             out[stage] = {"status": "ok", **entry["summary"], "step": ctx.loaded.step, "log": entry["log"]}
             overall = entry["summary"]["overall"]
-            say(
-                f"eval agentic [{stage}]: {overall['successes']}/{overall['tasks']} tasks, interval {overall['interval']}"
-            )
+            line = f"eval agentic [{stage}]: {overall['successes']}/{overall['tasks']} tasks, interval {overall['interval']}"
+            if "sampled" in entry["summary"]:
+                s = entry["summary"]["sampled"]["overall"]
+                line += f"; sampled {s['successes']}/{s['episodes']} episodes, interval {s['interval']}"
+            say(line)
         return out
 
 

@@ -225,7 +225,31 @@ def run_agentic(ctx: SuiteContext, log_name: str = "agentic.jsonl") -> dict[str,
         "overall": {**overall, "interval": m["success_interval"]},
         "kinds": m["kinds"],
         "families": m["families"],
+        "task_rates": m["task_successes"],
     }
+    if exp.agentic_samples:
+        sampled = suite.run_sampled(
+            ctx.engine(), ctx.codec, samples=exp.agentic_samples, max_new_tokens=exp.agentic_max_tokens,
+            sampling=SamplingParams(exp.agentic_sample_temperature, seed=exp.seed), kinds=exp.agentic_sample_kinds,
+            log_path=ctx.out_dir / log_name.replace("agentic", "agentic_sampled"), progress=ctx.progress,
+        )  # fmt: skip
+        summary["sampled"] = sampled
+        s = sampled["overall"]
+        metrics["sampled_success_rate"] = {
+            **metric(
+                s["success_rate"],
+                f"share of {s['samples']} episodes of each held-out task "
+                f"({', '.join(exp.agentic_sample_kinds) or 'every kind'}) sampled at temperature "
+                f"{exp.agentic_sample_temperature} whose hidden check passes (interval clustered by task)",
+                s["episodes"],
+            ),
+            "interval": s["interval"],
+        }
+        metrics["sampled_solved_rate"] = metric(
+            s["solved"] / s["tasks"] if s["tasks"] else 0.0,
+            f"share of those tasks with at least one of the {s['samples']} episodes succeeding (pass@{s['samples']})",
+            s["tasks"],
+        )
     entry = {
         "metrics": metrics,
         "summary": summary,
