@@ -201,15 +201,24 @@ def test_the_report_shows_each_stages_paired_change_and_the_sampled_table(worksp
             },
         }
 
-    by_stage = {"rl": stage([1, 1, 0, 0], [4, 3, 1, 0]), "sft": stage([1, 0, 0, 0], [2, 1, 1, 0])}
+    by_stage = {
+        "rl": stage([1, 1, 0, 0], [4, 3, 1, 0]),
+        "align": stage([0, 0, 0, 0], [0, 0, 0, 0]),
+        "sft": stage([1, 0, 0, 0], [2, 1, 1, 0]),
+    }
     results = {"suites": {"agentic": {"status": "ok", "source": {"stage": "rl"}, "by_stage": by_stage}}}
     path = ws.run_dir("eval") / "results.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(results))
+    # RL started from SFT (its run's resolved config says so): its change is against SFT, not against align
+    ws.run_dir("rl").mkdir(parents=True)
+    (ws.run_dir("rl") / "config.gin").write_text("RLTraining.batch_size = 32\nRLTraining.init_from = 'sft'\n")
     text = build_report(ws).read_text()
     greedy, sampled = text.split("## Agentic success on held-out tasks")[1].split("\n## ")[0].split("### Sampled")
-    assert "| **all** | 1/4 (25%" in greedy and "| 2/4 (50%" in greedy
+    assert "| | sft | align | rl |" in greedy and "| **all** | 1/4 (25%" in greedy and "| 2/4 (50%" in greedy
+    assert "align - sft: -25.0 points" in greedy  # align has no config: against the stage before it
     assert "rl - sft: +25.0 points" in greedy and "1 tasks better, 0 worse of 4" in greedy
+    assert "rl - align" not in greedy
     assert "run 4 times at temperature 1.0" in sampled
     assert "| **all** | 4/16 (25%" in sampled and "| 8/16 (50%" in sampled
     assert "rl - sft: +25.0 points" in sampled and "2 tasks better, 0 worse of 4" in sampled

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -101,10 +102,31 @@ def _success_cell(summary: dict | None) -> str:
     return f"{summary['successes']}/{n} ({summary['success_rate']:.0%}; {lo:.0%}-{hi:.0%})"
 
 
-def _change_line(stages: list[str], by_stage: dict[str, dict]) -> str:
-    """Each stage's change from the one before it, paired over the tasks both ran."""
+# The field of each stage's config naming the stage it starts from (its run's config.gin records it).
+STARTS_FROM = {"sft": "SFTTraining.init_from", "align": "Alignment.init_from", "rl": "RLTraining.init_from"}
+
+
+def starting_points(workspace: Workspace) -> dict[str, str]:
+    """stage -> the stage its model started from, as its run's resolved config.gin says (stages without one left
+    out)."""
+    out = {}
+    for stage, field in STARTS_FROM.items():
+        path = workspace.run_dir(stage) / "config.gin"
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+        found = re.search(rf"^{re.escape(field)}\s*=\s*'(\w+)'", text, re.MULTILINE)
+        if found:
+            out[stage] = found.group(1)
+    return out
+
+
+def _change_line(stages: list[str], by_stage: dict[str, dict], parents: dict[str, str]) -> str:
+    """Each stage's change from the stage it started from (`parents`; else the one before it in the table), paired
+    over the tasks both ran."""
     parts = []
-    for before, after in zip(stages, stages[1:]):
+    for i, after in enumerate(stages[1:], 1):
+        before = parents.get(after, stages[i - 1])
+        if before not in by_stage:
+            continue
         a, b = by_stage[before].get("task_rates"), by_stage[after].get("task_rates")
         if not a or not b:
             continue
@@ -116,10 +138,13 @@ def _change_line(stages: list[str], by_stage: dict[str, dict]) -> str:
         )
     if not parts:
         return ""
-    return "Change, paired over the same tasks (mean of per-task differences, 95% interval): " + "; ".join(parts) + "."
+    return (
+        "Change from the stage each started from, paired over the same tasks (mean of per-task differences, 95% "
+        "interval): " + "; ".join(parts) + "."
+    )
 
 
-def _stage_table(stages: list[str], by_stage: dict[str, dict]) -> list[str]:
+def _stage_table(stages: list[str], by_stage: dict[str, dict], parents: dict[str, str]) -> list[str]:
     md = [
         "| | " + " | ".join(stages) + " |",
         "|---|" + "---|" * len(stages),
@@ -128,14 +153,15 @@ def _stage_table(stages: list[str], by_stage: dict[str, dict]) -> list[str]:
     for group in ("kinds", "families"):
         names = sorted({n for s in stages for n in by_stage[s].get(group, {})})
         md += [f"| {n} | " + " | ".join(_success_cell(by_stage[s][group].get(n)) for s in stages) + " |" for n in names]
-    change = _change_line(stages, by_stage)
+    change = _change_line(stages, by_stage, parents)
     return md + ([""] + [change] if change else [])
 
 
-def agentic_section(results_path: Path) -> list[str]:
+def agentic_section(results_path: Path, parents: dict[str, str] | None = None) -> list[str]:
     """Held-out agentic success of each evaluated stage side by side: overall, per kind and per family, each as
-    successes/tasks with its 95% Wilson interval, and each stage's change paired over the tasks; then the same for
-    the sampled episodes, when the eval sampled some."""
+    successes/tasks with its 95% Wilson interval, and each stage's change from the stage it started from (`parents`,
+    stage -> stage; else the one before it) paired over the tasks; then the same for the sampled episodes, when the
+    eval sampled some."""
     entry = json.loads(results_path.read_text()).get("suites", {}).get("agentic", {})
     if entry.get("status") != "ok":
         return []
@@ -156,7 +182,7 @@ def agentic_section(results_path: Path) -> list[str]:
         + ", ".join(f"{k} {v['tasks']}" for k, v in sorted(by_stage[stages[0]].get("kinds", {}).items()))
         + ".",
         "",
-        *_stage_table(stages, by_stage),
+        *_stage_table(stages, by_stage, parents or {}),
         "",
     ]
     sampled = {s: by_stage[s]["sampled"] for s in stages if "sampled" in by_stage[s]}
@@ -170,7 +196,7 @@ def agentic_section(results_path: Path) -> list[str]:
             "samples and changes): episodes whose hidden check passed / episodes (rate; 95% interval clustered by "
             "task).",
             "",
-            *_stage_table(list(sampled), sampled),
+            *_stage_table(list(sampled), sampled, parents or {}),
             "",
         ]
     return md
@@ -280,7 +306,7 @@ def build_report(workspace: Workspace, *, html: bool = True, samples: int = 5) -
     md += rl_section(workspace, out, samples)
     results = workspace.run_dir("eval") / "results.json"
     if results.exists():
-        md += agentic_section(results)
+        md += agentic_section(results, starting_points(workspace))
         data = json.loads(results.read_text())
         md += ["## Evaluation", "", f"Source: `{results}`", "", "```json", json.dumps(data, indent=2)[:6000], "```", ""]
     md += [
