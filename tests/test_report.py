@@ -31,3 +31,26 @@ def test_curves_after_a_resume_draw_each_step_once_with_its_last_record():
     assert curve(records, "loss") == [(1, 9.0), (2, 8.0), (3, 7.0), (4, 96.0), (5, 95.0), (6, 94.0)]
     assert curve(records, "val_bpb") == [(3, 2.0), (6, 1.5)]
     assert curve(records, "missing") == []
+
+
+def test_evaluation_section_tables_each_suites_metrics_and_gives_a_failed_suite_its_reason(workspace_base):
+    ws = Workspace("ev")
+    results = {
+        "suites": {
+            "tool_calls": {
+                "status": "ok",
+                "source": {"stage": "sft", "step": 80, "seconds": 3.5},
+                "metrics": {
+                    "valid_rate": {"value": 0.75, "definition": "share of valid | well-formed calls", "n": 32},
+                    "success_rate": {"value": 0.5, "definition": "d", "n": 36, "interval": [0.34, 0.66]},
+                },
+            },
+            "core": {"status": "error", "reason": "DownloadError: no network", "source": {"stage": "sft"}},
+        }
+    }
+    write_json(ws.run_dir("eval") / "results.json", results)
+    text = build_report(ws).read_text().split("## Evaluation")[1].split("\n## ")[0]
+    assert "### tool_calls\n\nok (stage sft, step 80, seconds 3.5)" in text
+    assert "| valid_rate | 0.75 | 32 |  | share of valid \\| well-formed calls |" in text
+    assert "| success_rate | 0.5 | 36 | 0.34-0.66 | d |" in text
+    assert "### core\n\nerror (stage sft)\n\nDownloadError: no network" in text

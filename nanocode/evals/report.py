@@ -202,6 +202,30 @@ def agentic_section(results_path: Path, parents: dict[str, str] | None = None) -
     return md
 
 
+def evaluation_section(results_path: Path) -> list[str]:
+    """Every suite's metrics as a table (value, count, interval, definition) under a line saying which checkpoint
+    it measured and whether it ran; a results file of another shape is shown as its JSON."""
+    data = json.loads(results_path.read_text())
+    md = ["## Evaluation", "", f"Source: `{results_path}`", ""]
+    suites = data.get("suites") if isinstance(data, dict) else None
+    if not isinstance(suites, dict):
+        return md + ["```json", json.dumps(data, indent=2)[:6000], "```", ""]
+    for name, entry in suites.items():
+        source = entry.get("source", {})
+        where = ", ".join(f"{k} {source[k]}" for k in ("stage", "step", "seconds") if k in source)
+        md += [f"### {name}", "", f"{entry.get('status', '?')}" + (f" ({where})" if where else "")]
+        if entry.get("status") != "ok":
+            md += ["", f"{entry.get('reason', '')}", ""]
+            continue
+        md += ["", "| metric | value | n | 95% interval | definition |", "|---|---|---|---|---|"]
+        for metric, m in entry.get("metrics", {}).items():
+            interval = "-".join(_fmt(x) for x in m["interval"]) if m.get("interval") else ""
+            definition = str(m.get("definition", "")).replace("|", "\\|")  # a bar would end the cell
+            md.append(f"| {metric} | {_fmt(m.get('value'))} | {m.get('n', '')} | {interval} | {definition} |")
+        md.append("")
+    return md
+
+
 def rl_section(workspace: Workspace, out: Path, samples: int) -> list[str]:
     """The RL stage: reward and success per step (plotted, and averaged over each quarter of the run), the
     policy's entropy and KL, how episodes ended, and the last sampled episodes."""
@@ -307,8 +331,7 @@ def build_report(workspace: Workspace, *, html: bool = True, samples: int = 5) -
     results = workspace.run_dir("eval") / "results.json"
     if results.exists():
         md += agentic_section(results, starting_points(workspace))
-        data = json.loads(results.read_text())
-        md += ["## Evaluation", "", f"Source: `{results}`", "", "```json", json.dumps(data, indent=2)[:6000], "```", ""]
+        md += evaluation_section(results)
     md += [
         "## Published reference points",
         "",
